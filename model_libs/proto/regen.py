@@ -1,0 +1,41 @@
+"""Regenerate ``caffe_pb2.py`` from ``caffe.proto`` (run after editing the schema).
+
+Usage: ``python -m model_libs.proto.regen [--check]``. With ``--check`` nothing is written;
+the exit status says whether the committed bindings are current.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def generate(out_dir: Path) -> Path:
+    """Run the pinned protoc (grpc_tools) on caffe.proto into ``out_dir``; return the file."""
+    from grpc_tools import protoc  # dev dependency, pinned in pyproject
+
+    rc = protoc.main(["protoc", f"-I{HERE}", f"--python_out={out_dir}", str(HERE / "caffe.proto")])
+    if rc != 0:
+        raise RuntimeError(f"protoc failed on {HERE / 'caffe.proto'} (exit {rc})")
+    return out_dir / "caffe_pb2.py"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = generate(Path(tmp)).read_bytes()
+    current = HERE / "caffe_pb2.py"
+    if "--check" in argv:
+        ok = current.exists() and current.read_bytes() == fresh
+        print("caffe_pb2.py is current" if ok else "caffe_pb2.py is STALE: run python -m model_libs.proto.regen")
+        return 0 if ok else 1
+    current.write_bytes(fresh)
+    print(f"wrote {current}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
