@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Developer tool: regenerate caffe/patches/*.patch from a pristine unpacked sdist (ORIG) and
+# an edited copy (WORK), both top folders of brocolli-caffe-9.0.2. Each file belongs to one
+# patch; the list below is the map. Usage: bash caffe/make_patches.sh ORIG WORK
+set -euo pipefail
+ORIG="$1"; WORK="$2"
+OUT="$(cd "$(dirname "$0")" && pwd)/patches"
+mkdir -p "$OUT"
+declare -A TOPIC=(
+  [0001-opencv4-api]="src/caffe/util/io.cpp src/caffe/util/bbox_util.cpp"
+  [0002-cpu-only-build-ignores-gpu-flag]="tools/caffe.cpp"
+  [0003-upstream-ssd-schema-distort-expand]="include/caffe/util/im_transforms.hpp src/caffe/util/im_transforms.cpp include/caffe/data_transformer.hpp src/caffe/data_transformer.cpp src/caffe/layers/annotated_data_layer.cpp"
+)
+for name in "${!TOPIC[@]}"; do
+  : >"$OUT/$name.patch"
+  for f in ${TOPIC[$name]}; do
+    (cd "$(dirname "$ORIG")" && diff -uN --label "a/$f" --label "b/$f" "$ORIG/$f" "$WORK/$f") >>"$OUT/$name.patch" || true
+  done
+  echo "$OUT/$name.patch: $(grep -c '^+++' "$OUT/$name.patch") files"
+done
