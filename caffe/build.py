@@ -179,14 +179,32 @@ def fetch_sdist(src: dict) -> Path:
     return target
 
 
+def _patched_paths(patches: list[Path]) -> set[str]:
+    """Files (relative to the sdist top) that the given patches change."""
+    out = set()
+    for p in patches:
+        for line in p.read_text(errors="replace").splitlines():
+            if line.startswith("+++ b/"):
+                out.add(line[6:].split("\t")[0].strip())
+    return out
+
+
 def prepare_tree(sdist: Path, src: dict, key: str) -> Path:
-    """Unpack, prune, swap in the project's proto and apply the patches; return the tree."""
+    """Unpack, prune, swap in the project's proto and apply the patches; return the tree.
+
+    Compiled objects of a previous tree are carried over so that make rebuilds only what
+    changed: unpacked files keep the sdist's (old) times, the proto keeps its own time, and
+    every file a previous or current patch touches is given a fresh time.
+    """
     tree = BUILD_ROOT / "src"
     stamp = tree / ".model_libs_prepared"
-    if stamp.is_file() and stamp.read_text().strip() == key:
+    try:
+        old = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        old = {}
+    if old.get("key") == key:
         log("source tree: already unpacked and patched for this configuration")
         return tree
-    shutil.rmtree(tree, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=".src.", dir=BUILD_ROOT))
     try:
         log(f"unpacking {sdist.name}")
@@ -205,17 +223,31 @@ def prepare_tree(sdist: Path, src: dict, key: str) -> Path:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
                 n += 1
         log(f"pruned {n} unused sources (caffe/prune.txt)")
-        shutil.copyfile(PROTO, top / "src" / "caffe" / "proto" / "caffe.proto")
+        shutil.copy2(PROTO, top / "src" / "caffe" / "proto" / "caffe.proto")
         log("schema: model_libs/proto/caffe.proto replaces the fork's caffe.proto")
-        for p in patch_files():
+        patches = patch_files()
+        for p in patches:
             res = subprocess.run(["patch", "-p1", "--forward", "--batch", "-i", str(p)],
                                  cwd=top, capture_output=True, text=True)
             if res.returncode != 0:
                 print(res.stdout + res.stderr, file=sys.stderr)
                 raise BuildError(f"patch {p.name} does not apply to {src['top_dir']}")
             log(f"applied {p.name}")
+        patched = _patched_paths(patches)
+        carried = False
+        if old.get("key") and (tree / ".temp_release").is_dir():
+            for name in (".temp_release", "temp"):
+                if (tree / name).exists() or (tree / name).is_symlink():
+                    os.replace(tree / name, top / name)
+                    carried = True
+            for rel in patched | set(old.get("patched", [])):
+                if (top / rel).exists():
+                    (top / rel).touch()
+        if carried:
+            log("carried over compiled objects from the previous tree (make rebuilds changes)")
+        shutil.rmtree(tree, ignore_errors=True)
         os.replace(top, tree)
-        stamp.write_text(key + "\n")
+        stamp.write_text(json.dumps({"key": key, "patched": sorted(patched)}) + "\n")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return tree
@@ -225,13 +257,15 @@ def write_config(tree: Path) -> None:
     """Makefile.config from the project's template."""
     inc, _ = numpy_include()
     text = (HERE / "Makefile.config.in").read_text().replace("@NUMPY_INCLUDE@", inc)
-    (tree / "Makefile.config").write_text(text)
+    cfg = tree / "Makefile.config"
+    if not cfg.is_file() or cfg.read_text() != text:
+        cfg.write_text(text)
 
 
 def run_make(tree: Path, jobs: int) -> float:
     """Compile libcaffe, the tools and pycaffe; returns seconds spent."""
     logf = BUILD_ROOT / "build.log"
-    log(f"compiling (CPU-only, make -j{jobs}); log: {logf.relative_to(REPO)}")
+    log(f"compiling (CPU-only, make -j{jobs}); log: {logf}")
     t0 = time.monotonic()
     with open(logf, "w") as out:
         proc = subprocess.Popen(["make", f"-j{jobs}", "all", "py"], cwd=tree,

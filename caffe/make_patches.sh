@@ -10,6 +10,7 @@ declare -A TOPIC=(
   [0001-opencv4-api]="src/caffe/util/io.cpp src/caffe/util/bbox_util.cpp"
   [0002-cpu-only-build-ignores-gpu-flag]="tools/caffe.cpp"
   [0003-upstream-ssd-schema-distort-expand]="include/caffe/util/im_transforms.hpp src/caffe/util/im_transforms.cpp include/caffe/data_transformer.hpp src/caffe/data_transformer.cpp src/caffe/layers/annotated_data_layer.cpp"
+  [0004-pooling-rounds-up-as-upstream]="src/caffe/layers/pooling_layer.cpp"
 )
 for name in "${!TOPIC[@]}"; do
   : >"$OUT/$name.patch"

@@ -1,0 +1,188 @@
+"""The project's built Caffe runs the nets model_libs emits, unchanged.
+
+Needs the Caffe built by ``scripts/setup.sh`` (or CAFFE_ROOT); skipped without one, except
+under CI where that is a failure (see ``caffe_support.require_caffe``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_libs.caffe_env import PROJECT_INSTALL, find_caffe
+from model_libs.dsod import recipe, solver, test_net, train_net
+from model_libs.netspec import to_prototxt
+from model_libs.proto import caffe_pb2
+from tests.caffe_support import require_caffe, tiny_detection_lmdb, write_labelmap
+
+pytestmark = pytest.mark.caffe
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_VARIANTS = ["DSOD300", "DSOD300_lite", "DSOD300_smallest", "GRP_DSOD320"]
+
+
+@pytest.fixture(scope="module")
+def caffe():
+    return require_caffe()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A tiny VOC-like LMDB (6 images, 21 classes), its label map and name/size list."""
+    d = tmp_path_factory.mktemp("voc")
+    lmdb_path, boxes = tiny_detection_lmdb(d / "train_lmdb", n=6)
+    labelmap = write_labelmap(d / "labelmap.prototxt", 21)
+    name_size = d / "name_size.txt"
+    name_size.write_text("".join(f"img{i} 96 96\n" for i in range(len(boxes))))
+    return {"lmdb": lmdb_path, "boxes": boxes, "labelmap": labelmap, "name_size": name_size,
+            "dir": d}
+
+
+def small_recipe(model: str, data: dict, batch: int = 2):
+    """The official recipe for ``model`` pointed at the tiny LMDB, with a small batch."""
+    r = recipe(model, "VOC0712", data_root=data["dir"], out_dir=data["dir"])
+    return dataclasses.replace(
+        r, train_data=str(data["lmdb"]), test_data=str(data["lmdb"]),
+        label_map_file=str(data["labelmap"]), name_size_file=str(data["name_size"]),
+        output_result_dir=str(data["dir"] / "results"), batch_size=batch,
+        accum_batch_size=batch, test_batch_size=batch)
+
+
+def write(path: Path, msg) -> Path:
+    path.write_text(to_prototxt(msg) + "\n")
+    return path
+
+
+def test_info_reports_the_build():
+    inst = find_caffe(required=False)
+    if inst is None:
+        require_caffe()  # skips or fails (CI)
+    res = subprocess.run([sys.executable, "-m", "model_libs", "info"], capture_output=True,
+                         text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    assert str(inst.root) in res.stdout
+    if inst.origin == "project":
+        assert "CPU-only" in res.stdout
+        info = json.loads((PROJECT_INSTALL / "BUILD_INFO.json").read_text())
+        assert info["schema"] == "model_libs/proto/caffe.proto"
+        # the engine was compiled from the project's schema, byte for byte
+        assert (PROJECT_INSTALL / "caffe.proto").read_bytes() == \
+            (REPO / "model_libs" / "proto" / "caffe.proto").read_bytes()
+    assert "opencv dnn:" in res.stdout
+
+
+def test_pycaffe_uses_the_project_schema(caffe):
+    from caffe.proto import caffe_pb2 as engine_pb2
+
+    assert engine_pb2.TransformationParameter is caffe_pb2.TransformationParameter
+    fields = caffe_pb2.TransformationParameter.DESCRIPTOR.fields_by_name
+    assert fields["resize_param"].number == 8
+    assert fields["distort_param"].number == 13
+    assert fields["expand_param"].number == 14
+
+
+@pytest.mark.parametrize("model", TRAIN_VARIANTS)
+def test_emitted_train_net_constructs(caffe, data, tmp_path, model):
+    r = small_recipe(model, data, batch=1)
+    path = write(tmp_path / "train.prototxt", train_net(r))
+    net = caffe.Net(str(path), caffe.TRAIN)
+    size = r.resize
+    assert net.blobs["data"].data.shape == (1, 3, size[0], size[1])
+    assert "mbox_loss" in net.blobs
+    assert {"AnnotatedData", "MultiBoxLoss", "PriorBox", "Normalize", "Permute"} <= \
+        set(net.layer_dict[n].type for n in net._layer_names)
+
+
+def test_one_training_iteration_gives_a_finite_loss(caffe, data, tmp_path):
+    r = small_recipe("DSOD300_smallest", data, batch=2)
+    train = write(tmp_path / "train.prototxt", train_net(r))
+    test = write(tmp_path / "test.prototxt", test_net(r))
+    sp = solver(r, str(train), str(test), str(tmp_path / "snap"))
+    sp.max_iter, sp.display, sp.snapshot = 1, 1, 0
+    sp.snapshot_after_train = False
+    sp.ClearField("test_net")
+    sp.ClearField("test_iter")
+    sp.test_interval = 0
+    sp.test_initialization = False
+    solver_path = write(tmp_path / "solver.prototxt", sp)
+    s = caffe.get_solver(str(solver_path))
+    s.step(1)
+    loss = float(s.net.blobs["mbox_loss"].data)
+    assert math.isfinite(loss) and loss > 0
+    # the label blob carries the LMDB's boxes: [item, label, instance, x0, y0, x1, y1, diff]
+    label = s.net.blobs["label"].data.reshape(-1, 8)
+    assert (label[:, 1] >= 1).all() and (label[:, 1] < 21).all()
+    assert ((label[:, 3:7] >= 0) & (label[:, 3:7] <= 1)).all()
+
+
+def test_test_net_detection_evaluate_runs(caffe, data, tmp_path):
+    r = small_recipe("DSOD300_smallest", data, batch=2)
+    path = write(tmp_path / "test.prototxt", test_net(r))
+    net = caffe.Net(str(path), caffe.TEST)
+    out = net.forward()
+    ev = out["detection_eval"].reshape(-1, 5)
+    # first num_classes-1 rows: [-1, label, number of ground-truth boxes, -1, -1]
+    n_gt = ev[:20]
+    assert (n_gt[:, 0] == -1).all()
+    assert list(n_gt[:, 1]) == list(range(1, 21))
+    want = np.zeros(21)
+    for boxes in data["boxes"][:2]:  # TEST phase reads the LMDB in order
+        for b in boxes:
+            want[b[0]] += 1
+    assert list(n_gt[:, 2]) == list(want[1:])
+    dets = ev[20:]
+    assert np.isfinite(dets).all()
+    # every detection row is [item, label, score, tp, fp] with tp + fp == 1
+    if len(dets):
+        assert ((dets[:, 3] + dets[:, 4]) == 1).all()
+
+
+def test_caffe_tool_trains_and_tests_with_gpu_flag(caffe, data, tmp_path):
+    inst = find_caffe()
+    r = small_recipe("DSOD300_smallest", data, batch=1)
+    train = write(tmp_path / "train.prototxt", train_net(r))
+    test = write(tmp_path / "test.prototxt", test_net(r))
+    sp = solver(r, str(train), str(test), str(tmp_path / "snap"), gpus=[0])
+    assert sp.solver_mode == caffe_pb2.SolverParameter.GPU
+    sp.max_iter, sp.display, sp.snapshot = 1, 1, 0
+    sp.test_interval = 0
+    sp.ClearField("test_net")
+    sp.ClearField("test_iter")
+    sp.test_initialization = False
+    solver_path = write(tmp_path / "solver.prototxt", sp)
+    env = dict(os.environ, GLOG_logtostderr="1")
+    res = subprocess.run([str(inst.binary), "train", f"--solver={solver_path}", "--gpu=0"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    if inst.origin == "project":
+        assert "built CPU-only" in res.stderr
+    snaps = list(tmp_path.glob("snap_iter_1.caffemodel"))
+    assert snaps, res.stderr[-2000:]
+    res = subprocess.run([str(inst.binary), "test", f"--model={test}", f"--weights={snaps[0]}",
+                          "--iterations=1"], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "detection_eval" in res.stderr
+
+
+def test_venv_has_caffe_on_path():
+    inst = find_caffe(required=False)
+    if inst is None or inst.origin != "project":
+        pytest.skip("only for the project's own build")
+    venv = REPO / ".venv"
+    if not (venv / "bin" / "python").exists():
+        pytest.skip("no .venv in this checkout")
+    assert (venv / "bin" / "caffe").resolve() == (PROJECT_INSTALL / "bin" / "caffe").resolve()
+    res = subprocess.run([str(venv / "bin" / "python"), "-c",
+                          "import caffe, model_libs; print(caffe.__file__)"],
+                         capture_output=True, text=True, cwd="/")
+    assert res.returncode == 0, res.stderr
+    assert str(PROJECT_INSTALL) in res.stdout
