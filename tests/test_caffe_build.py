@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from model_libs.caffe_env import PROJECT_INSTALL, find_caffe
-from model_libs.dsod import recipe, solver, test_net, train_net
+from model_libs.dsod import nets, recipe
 from model_libs.netspec import to_prototxt
 from model_libs.proto import caffe_pb2
 from tests.caffe_support import require_caffe, tiny_detection_lmdb, write_labelmap
@@ -92,7 +92,7 @@ def test_pycaffe_uses_the_project_schema(caffe):
 @pytest.mark.parametrize("model", TRAIN_VARIANTS)
 def test_emitted_train_net_constructs(caffe, data, tmp_path, model):
     r = small_recipe(model, data, batch=1)
-    path = write(tmp_path / "train.prototxt", train_net(r))
+    path = write(tmp_path / "train.prototxt", nets.train_net(r))
     net = caffe.Net(str(path), caffe.TRAIN)
     size = r.resize
     assert net.blobs["data"].data.shape == (1, 3, size[0], size[1])
@@ -103,9 +103,9 @@ def test_emitted_train_net_constructs(caffe, data, tmp_path, model):
 
 def test_one_training_iteration_gives_a_finite_loss(caffe, data, tmp_path):
     r = small_recipe("DSOD300_smallest", data, batch=2)
-    train = write(tmp_path / "train.prototxt", train_net(r))
-    test = write(tmp_path / "test.prototxt", test_net(r))
-    sp = solver(r, str(train), str(test), str(tmp_path / "snap"))
+    train = write(tmp_path / "train.prototxt", nets.train_net(r))
+    test = write(tmp_path / "test.prototxt", nets.test_net(r))
+    sp = nets.solver(r, str(train), str(test), str(tmp_path / "snap"))
     sp.max_iter, sp.display, sp.snapshot = 1, 1, 0
     sp.snapshot_after_train = False
     sp.ClearField("test_net")
@@ -125,7 +125,7 @@ def test_one_training_iteration_gives_a_finite_loss(caffe, data, tmp_path):
 
 def test_test_net_detection_evaluate_runs(caffe, data, tmp_path):
     r = small_recipe("DSOD300_smallest", data, batch=2)
-    path = write(tmp_path / "test.prototxt", test_net(r))
+    path = write(tmp_path / "test.prototxt", nets.test_net(r))
     net = caffe.Net(str(path), caffe.TEST)
     out = net.forward()
     ev = out["detection_eval"].reshape(-1, 5)
@@ -148,9 +148,9 @@ def test_test_net_detection_evaluate_runs(caffe, data, tmp_path):
 def test_caffe_tool_trains_and_tests_with_gpu_flag(caffe, data, tmp_path):
     inst = find_caffe()
     r = small_recipe("DSOD300_smallest", data, batch=1)
-    train = write(tmp_path / "train.prototxt", train_net(r))
-    test = write(tmp_path / "test.prototxt", test_net(r))
-    sp = solver(r, str(train), str(test), str(tmp_path / "snap"), gpus=[0])
+    train = write(tmp_path / "train.prototxt", nets.train_net(r))
+    test = write(tmp_path / "test.prototxt", nets.test_net(r))
+    sp = nets.solver(r, str(train), str(test), str(tmp_path / "snap"), gpus=[0])
     assert sp.solver_mode == caffe_pb2.SolverParameter.GPU
     sp.max_iter, sp.display, sp.snapshot = 1, 1, 0
     sp.test_interval = 0
