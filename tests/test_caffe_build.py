@@ -53,7 +53,7 @@ def small_recipe(model: str, data: dict, batch: int = 2):
         r, train_data=str(data["lmdb"]), test_data=str(data["lmdb"]),
         label_map_file=str(data["labelmap"]), name_size_file=str(data["name_size"]),
         output_result_dir=str(data["dir"] / "results"), batch_size=batch,
-        accum_batch_size=batch, test_batch_size=batch)
+        accum_batch_size=batch, test_batch_size=batch, num_test_image=len(data["boxes"]))
 
 
 def write(path: Path, msg) -> Path:
