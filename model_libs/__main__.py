@@ -14,6 +14,8 @@ from .errors import ModelLibsError
 # command name -> (module, one-line help). Modules are imported lazily.
 COMMANDS: dict[str, tuple[str, str]] = {
     "summary": ("model_libs.summary", "shape-infer a prototxt: layers, shapes, params, FLOPs"),
+    "detect": ("model_libs.engines.cli_detect", "detect objects in images (OpenCV DNN or Caffe engine)"),
+    "weights": ("model_libs.engines.cli_weights", "caffemodel files: init from fillers, show, check"),
 }
 
 
