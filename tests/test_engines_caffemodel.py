@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _engines_fixtures import deploy, random_weights, weights_net
 
 from model_libs import ModelLibsError
 from model_libs.engines import caffemodel as cm
 from model_libs.engines.init import init_weights
 from model_libs.proto import caffe_pb2
 from model_libs.summary import summarize
-
-from _engines_fixtures import deploy, random_weights, weights_net
 
 
 def test_round_trip_is_byte_stable(tmp_path):
@@ -108,7 +107,7 @@ def test_check_other_model_names_first_mismatches():
 def test_corrupt_or_empty_caffemodel_is_a_clear_error(tmp_path, content):
     p = tmp_path / "bad.caffemodel"
     p.write_bytes(content)
-    with pytest.raises(ModelLibsError, match="bad.caffemodel"):
+    with pytest.raises(ModelLibsError, match=r"bad\.caffemodel"):
         cm.read_caffemodel(p)
 
 

@@ -121,8 +121,9 @@ def init_weights(deploy: caffe_pb2.NetParameter, seed: int = 0, randomize: bool 
     """A caffemodel NetParameter for ``deploy`` with blobs filled from its fillers.
 
     Deterministic for a given ``seed``. ``randomize`` perturbs BatchNorm statistics (mean
-    N(0, 0.1), variance U(0.5, 1.5)), Scale scales (x U(0.8, 1.2)), biases (+N(0, 0.05)) and
-    Normalize scales (x U(0.8, 1.2)) so test outputs are non-trivial. ``legacy`` writes blob
+    N(0, 0.1), variance U(0.5, 1.5)), Scale scales (x U(0.8, 1.2)), biases (+N(0, 0.05)),
+    Normalize scales (x U(0.8, 1.2)) and constant-filled Convolution/InnerProduct weights
+    (+N(0, 1/sqrt(fan_in))) so test outputs are non-trivial. ``legacy`` writes blob
     shapes in the legacy 4-D form.
     """
     return weights_net(deploy, init_arrays(deploy, seed, randomize), legacy=legacy)
@@ -150,7 +151,11 @@ def init_arrays(deploy: caffe_pb2.NetParameter, seed: int = 0,
                     a = np.ones(shape, dtype=np.float32)
             else:
                 a = fill(filler, shape, rng)
-                if randomize and layer.type in ("Scale", "Normalize") and i == 0 \
+                if randomize and i == 0 and filler.type == "constant" \
+                        and layer.type in ("Convolution", "InnerProduct"):
+                    # e.g. GRP-DSOD's gate fc layers (constant 0): give the gates some signal
+                    a = (a + rng.normal(0, 1 / math.sqrt(math.prod(shape[1:])), shape)).astype(np.float32)
+                elif randomize and layer.type in ("Scale", "Normalize") and i == 0 \
                         and not (layer.type == "Scale" and len(layer.bottom) > 1):
                     a = (a * rng.uniform(0.8, 1.2, shape)).astype(np.float32)
                 elif randomize and i == 1:
