@@ -40,7 +40,7 @@ def caffe_available() -> bool:
     """True when pycaffe can be imported."""
     try:
         import_caffe()
-    except ModelLibsError:
+    except (ModelLibsError, ImportError, OSError):
         return False
     return True
 
