@@ -56,7 +56,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--engine", choices=["auto", "opencv", "caffe"], default="auto")
     ap.add_argument("--labelmap", help="LabelMap prototxt for class names")
     ap.add_argument("--threshold", type=float, default=0.5, help="minimum score (default 0.5)")
-    ap.add_argument("--batch", type=int, default=8, help="images per forward pass")
+    ap.add_argument("--batch", type=int, default=1,
+                    help="images per forward pass (default 1; larger is not faster on CPU)")
     ap.add_argument("--mean", type=float, nargs=3, default=list(DSOD_MEAN_BGR), metavar=("B", "G", "R"))
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--draw", metavar="DIR", help="write images with boxes as DIR/<stem>.png")

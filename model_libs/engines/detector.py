@@ -13,7 +13,9 @@ Preprocessing is the DSOD test transform the deploy net was trained with: a BGR 
 ``cv2.resize(..., INTER_LINEAR)`` (Caffe's WARP resize, LINEAR interpolation, on the 8-bit
 image), converted to float32, the per-channel mean ``[104, 117, 123]`` subtracted and the
 result multiplied by ``scale`` (1), then laid out as NCHW. ``mean``/``scale``/``input_size``
-override this. Images are run ``batch_size`` at a time.
+override this. Images are run ``batch_size`` at a time (default 1: on CPU, OpenCV DNN
+gets no per-image gain from batching DSOD300 -- batch 8 measured slower per image than
+batch 1 in ``bench/bench_deploy.py``, the dense blocks' working set outgrowing the caches).
 
 Engine choice (``engine="auto"``) is a documented rule, not a per-call measurement: OpenCV
 when it is importable, else Caffe. On CPU, OpenCV DNN ran the DSOD300 deploy net 1.9x faster
@@ -199,7 +201,7 @@ class Detector:
                  weights: caffe_pb2.NetParameter | PathLike, engine: str = "auto",
                  labelmap: PathLike | dict[int, str] | None = None,
                  mean: Sequence[float] = DSOD_MEAN_BGR, scale: float = 1.0,
-                 input_size: tuple[int, int] | None = None, batch_size: int = 8,
+                 input_size: tuple[int, int] | None = None, batch_size: int = 1,
                  threshold: float = 0.0, verify: bool = True) -> None:
         if batch_size < 1:
             raise ModelLibsError(f"batch_size must be at least 1, got {batch_size}")
