@@ -59,7 +59,6 @@ def _run(args: argparse.Namespace, dataset: str, models: tuple[str, ...]) -> int
     gpus = resolve_gpus(args.gpus)
     out = Path(args.out or f"jobs/{args.model}_{dataset}")
     r = recipe(args.model, dataset, data_root=args.data_root, out_dir=out.resolve(), size=args.size)
-    caffe_bin = None if args.dry_run else _caffe(args.caffe, gpus)
     if args.resume and args.weights:
         raise ModelLibsError("--resume and --weights exclude each other")
     snapshot = None
@@ -68,8 +67,10 @@ def _run(args: argparse.Namespace, dataset: str, models: tuple[str, ...]) -> int
         if not snaps:
             raise ModelLibsError(f"--resume: no solverstate for {r.model_name} in {out}")
         snapshot = snaps[-1][1]
+    caffe_bin = None
     if not args.dry_run:
         _check_inputs(r)
+        caffe_bin = _caffe(args.caffe, gpus)
     job = write_job(r, out, gpus, caffe_bin=caffe_bin or "caffe", snapshot=snapshot, weights=args.weights)
     where = f"GPUs {','.join(map(str, gpus))}" if gpus else "CPU"
     written = ", ".join(job.files[k].name for k in ("train", "test", "deploy", "solver", "job"))
