@@ -7,6 +7,7 @@ script, and (unless ``--dry-run``) trains with Caffe, resuming when asked.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -94,6 +95,18 @@ def _check_inputs(r) -> None:
 
 
 def _caffe(explicit: str | None, gpus: list[int]) -> str:
-    from ..caffe_env import find_caffe
+    """The caffe binary to run; refuses a GPU list on a CPU-only Caffe before anything starts."""
+    if explicit:
+        p = Path(explicit)
+        if not (p.is_file() and os.access(p, os.X_OK)):
+            raise ModelLibsError(f"--caffe {explicit}: not an executable file")
+        return str(p)
+    from ..caffe_env import caffe_binary, find_caffe
 
-    return str(find_caffe(explicit, need_gpu=bool(gpus)).caffe_bin)
+    inst = find_caffe()
+    binary = caffe_binary()
+    if gpus and inst is not None and inst.gpu is False:
+        raise ModelLibsError(
+            f"--gpus {','.join(map(str, gpus))} asks for GPUs, but the Caffe in use ({inst.root}) is "
+            "CPU-only; pass --gpus cpu, or point CAFFE_ROOT at your own GPU build of SSD Caffe")
+    return str(binary)
