@@ -147,12 +147,11 @@ class VocEvaluation:
 
 def ap_11point(tp_cum: np.ndarray, prec: np.ndarray, npos: int) -> float:
     """VOC2007 11-point AP; recall >= k/10 is tested exactly as ``10*cumTP >= k*npos``."""
-    ap = 0.0
+    total = 0.0
     for k in range(11):
         mask = tp_cum * 10 >= k * npos
-        p = float(prec[mask].max()) if mask.any() else 0.0
-        ap += p / 11.0
-    return ap
+        total += float(prec[mask].max()) if mask.any() else 0.0
+    return total / 11.0
 
 
 def ap_area(rec: np.ndarray, prec: np.ndarray) -> float:
@@ -194,7 +193,7 @@ def _image_index(
         if j is None:
             i = int(np.flatnonzero(inv == k)[0])
             raise ModelLibsError(
-                f"{det.where(i)}: image id {u!r} is not in the ground truth ({set_name})"
+                f"{det.where(i)}: image id {str(u)!r} is not in the ground truth ({set_name})"
             )
         pos[k] = j
     return pos[inv.reshape(-1)]
