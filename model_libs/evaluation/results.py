@@ -17,6 +17,7 @@ JSON detections: a list of objects ``{"image_id": str, "class": str, "score": fl
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -108,6 +109,17 @@ def read_result_file(path: str | os.PathLike) -> ClassDetections:
     Blank lines are skipped. A line with the wrong number of columns, a value that is not a
     number, or a NaN/infinite score raises :class:`ModelLibsError` naming ``file:line``.
     """
+    # Millions of short-lived strings would otherwise trigger repeated full GC passes.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _read_result_file(path)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _read_result_file(path: str | os.PathLike) -> ClassDetections:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -116,36 +128,29 @@ def read_result_file(path: str | os.PathLike) -> ClassDetections:
     except UnicodeDecodeError:
         raise ModelLibsError(f"{p}: not a text file") from None
     src = str(p)
-    ids: list[str] = []
-    nums: list[list[str]] = []
-    lines: list[int] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 6:
-            raise ModelLibsError(
-                f"{src}:{lineno}: expected 6 columns (image_id score xmin ymin xmax ymax), "
-                f"found {len(parts)}"
-            )
-        ids.append(parts[0])
-        nums.append(parts[1:])
-        lines.append(lineno)
-    if nums:
-        try:
-            values = np.array(nums, dtype=np.float64)
-        except ValueError:
-            # Slow path only to find the offending line.
-            names = ("score", "xmin", "ymin", "xmax", "ymax")
-            for lineno, row in zip(lines, nums, strict=True):
-                for name, tok in zip(names, row, strict=True):
-                    _parse_float(tok, f"{src}:{lineno}", name)
-            raise  # pragma: no cover - numpy and float() disagree
-    else:
-        values = np.zeros((0, 5))
+    counts = [len(line.split()) for line in text.splitlines()]
+    bad = [k for k, c in enumerate(counts) if c not in (0, 6)]
+    if bad:
+        raise ModelLibsError(
+            f"{src}:{bad[0] + 1}: expected 6 columns (image_id score xmin ymin xmax ymax), "
+            f"found {counts[bad[0]]}"
+        )
+    lines = np.flatnonzero(np.array(counts, dtype=np.int64) == 6) + 1
+    tokens = text.split()
+    ids = tokens[0::6]
+    del tokens[0::6]
+    try:
+        values = np.fromiter(map(float, tokens), np.float64, len(tokens))
+    except ValueError:
+        # Slow path only to find the offending line.
+        names = ("score", "xmin", "ymin", "xmax", "ymax")
+        for j, lineno in enumerate(lines):
+            for k, name in enumerate(names):
+                _parse_float(tokens[5 * j + k], f"{src}:{lineno}", name)
+        raise  # pragma: no cover - numpy and float() disagree
+    values = values.reshape(-1, 5)
     return ClassDetections(
-        np.array(ids, dtype=object), values[:, 0], values[:, 1:5], source=src,
-        lines=np.array(lines, dtype=np.int64),
+        np.array(ids, dtype=object), values[:, 0], values[:, 1:5], source=src, lines=lines
     )
 
 
