@@ -66,7 +66,7 @@ class ClassDetections:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise ModelLibsError(
-                f"{self.where(i)}: score is {self.scores[i]!r}; scores must be finite numbers"
+                f"{self.where(i)}: score is {float(self.scores[i])!r}; scores must be finite numbers"
             )
         bad = ~np.isfinite(self.boxes).all(axis=1)
         if bad.any():
