@@ -92,7 +92,7 @@ def literal_compute_ap(tp, num_pos, fp, ap_version):
                     if j > 0:
                         max_precs[j - 1] = max_precs[j]
                     break
-                if max_precs[j] < prec[i]:  # noqa: PLR1730 - literal transcription
+                if max_precs[j] < prec[i]:
                     max_precs[j] = prec[i]
         for j in range(10, -1, -1):
             ap = F(ap + F(max_precs[j] / F(11)))

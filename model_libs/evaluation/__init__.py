@@ -6,6 +6,7 @@ Modules, one job each:
 * :mod:`.voc`      — VOC ground truth (XML) and AP per class / mAP (11point and area)
 * :mod:`.coco`     — COCO bbox AP through pycocotools, with input checks
 * :mod:`.caffe_ap` — Caffe's DetectionEvaluate + ComputeAP + solver mAP semantics
+* :mod:`.lmdb_gt`  — ground truth from an annotated LMDB (AnnotatedDatum records)
 * :mod:`.labelmap` — class names from a LabelMap prototxt
 * :mod:`.report`   — text/JSON tables, precision–recall PNGs, run comparison
 * :mod:`.cli`      — ``python -m model_libs eval {voc,coco,compare}``
@@ -33,6 +34,7 @@ _EXPORTS = {
     "compute_ap": "caffe_ap",
     "solver_map": "caffe_ap",
     "detection_evaluate": "caffe_ap",
+    "load_lmdb_ground_truth": "lmdb_gt",
     "read_labelmap": "labelmap",
     "foreground_classes": "labelmap",
     "voc_report": "report",
@@ -60,6 +62,7 @@ __all__ = [
     "format_comparison",
     "format_table",
     "load_report",
+    "load_lmdb_ground_truth",
     "load_voc_ground_truth",
     "plot_pr_curves",
     "read_json_detections",

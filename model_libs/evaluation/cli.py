@@ -1,6 +1,7 @@
 """``python -m model_libs eval``: score detections (VOC / COCO mAP) and compare runs.
 
-    eval voc --root VOCDEVKIT --set VOC2007:test --results DIR|FILE.json
+    eval voc (--root VOCDEVKIT --set VOC2007:test | --lmdb LMDB --labelmap FILE)
+             --results DIR|FILE.json
              [--metric 11point|area] [--labelmap FILE] [--prefix comp4_det_test_]
              [--json OUT] [--plots DIR]
     eval coco --annotations JSON --results JSON [--json OUT]
@@ -22,8 +23,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="what", required=True)
 
     v = sub.add_parser("voc", help="VOC AP per class and mAP (devkit semantics)")
-    v.add_argument("--root", required=True, help="VOCdevkit folder (holding VOC2007/)")
-    v.add_argument("--set", required=True, dest="image_set", help="YEAR:SET, e.g. VOC2007:test")
+    v.add_argument("--root", help="VOCdevkit folder (holding VOC2007/)")
+    v.add_argument("--set", dest="image_set", help="YEAR:SET, e.g. VOC2007:test")
+    v.add_argument("--lmdb", help="ground truth from an annotated LMDB instead of --root/--set "
+                                  "(needs --labelmap)")
     v.add_argument("--results", required=True,
                    help="folder of <prefix><class>.txt files, or a JSON list of detections")
     v.add_argument("--metric", choices=("11point", "area"), default="11point",
@@ -53,7 +56,15 @@ def _voc(args: argparse.Namespace) -> int:
     from .results import read_json_detections, read_result_dir
     from .voc import evaluate_voc, load_voc_ground_truth, parse_set_spec
 
-    year, image_set = parse_set_spec(args.image_set)
+    if args.lmdb:
+        if args.root or args.image_set:
+            raise ModelLibsError("give either --lmdb or --root/--set, not both")
+        if not args.labelmap:
+            raise ModelLibsError("--lmdb needs --labelmap (to name the LMDB's labels)")
+    elif not (args.root and args.image_set):
+        raise ModelLibsError("give --root and --set (e.g. --set VOC2007:test), or --lmdb")
+    else:
+        parse_set_spec(args.image_set)
     if not 0 < args.iou <= 1:
         raise ModelLibsError(f"--iou {args.iou}: must be in (0, 1]")
     classes = foreground_classes(args.labelmap) if args.labelmap else None
@@ -66,11 +77,19 @@ def _voc(args: argparse.Namespace) -> int:
                 raise ModelLibsError(f"{results}: class {unknown[0]!r} is not in the label map")
     else:
         dets = read_result_dir(results, classes, args.prefix)
-    gt = load_voc_ground_truth(args.root, year, image_set)
+    if args.lmdb:
+        from .labelmap import read_labelmap
+        from .lmdb_gt import load_lmdb_ground_truth
+
+        gt = load_lmdb_ground_truth(args.lmdb, read_labelmap(args.labelmap))
+        set_name = str(args.lmdb)
+    else:
+        gt = load_voc_ground_truth(args.root, *parse_set_spec(args.image_set))
+        set_name = args.image_set
     ev = evaluate_voc(dets, gt, classes=classes, metric=args.metric, iou_threshold=args.iou,
-                      set_name=args.image_set)
-    rep = voc_report(ev, set=args.image_set, results=str(results))
-    print(format_table(rep, title=f"VOC {args.image_set}  metric={args.metric}  "
+                      set_name=set_name)
+    rep = voc_report(ev, set=set_name, results=str(results))
+    print(format_table(rep, title=f"VOC {set_name}  metric={args.metric}  "
                                   f"IoU>={args.iou:g}  ({len(gt)} images)"), end="")
     if args.json:
         write_json(args.json, rep)

@@ -97,7 +97,7 @@ def evaluate_coco(
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
     except ImportError:  # pragma: no cover - declared dependency
-        raise ModelLibsError("COCO evaluation needs pycocotools (pip install pycocotools)")
+        raise ModelLibsError("COCO evaluation needs pycocotools (pip install pycocotools)") from None
     ann_src = str(annotations) if not isinstance(annotations, dict) else "<annotations>"
     res_src = str(results) if not isinstance(results, list) else "<results>"
     gt_json = annotations if isinstance(annotations, dict) else _load_json(
