@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -141,7 +140,24 @@ def test_reading_a_vocdevkit_gives_the_same_result(tmp_path):
     assert a.ap == b.ap
 
 
+@pytest.mark.parametrize("n_tp, want", [(3, 3 / 11), (6, 7 / 11), (7, 8 / 11), (10, 1.0)])
+def test_eleven_point_thresholds_are_matlab_doubles(n_tp, want):
+    # 10 cats; the first n_tp detections hit, then misses. Recall reaches exactly n_tp/10.
+    # VOCevaldet's t = 0:0.1:1 has t(4) = 0.30000000000000004 > 3/10, so recall 0.3 does not
+    # count for the 0.3 point (3/11, not 4/11), whereas 6/10 and 7/10 do reach 0.6 and 0.7.
+    gt = {f"i{k}": [("cat", (0, 0, 9, 9), False)] for k in range(10)}
+    dets = [(f"i{k}", 1.0 - k / 100, 0, 0, 9, 9) for k in range(n_tp)]
+    dets += [(f"i{k}", 0.5 - k / 100, 50, 50, 60, 60) for k in range(10 - n_tp)]
+    assert run({"cat": dets}, gt, "11point").ap["cat"] == pytest.approx(want, abs=1e-12)
+
+
 # --------------------------------------------------------------- independent reference
+
+
+# MATLAB's 0:0.1:1 (colon operator: a + k*d for the first half, b - k*d for the second,
+# (a+b)/2 in the middle).
+MATLAB_0_01_1 = [0.0, 0.1, 2 * 0.1, 3 * 0.1, 4 * 0.1, 0.5, 1 - 4 * 0.1, 1 - 3 * 0.1, 1 - 2 * 0.1,
+                 1 - 0.1, 1.0]
 
 
 def reference_ap(dets, gt, cls, metric, thr=0.5):
@@ -177,19 +193,19 @@ def reference_ap(dets, gt, cls, metric, thr=0.5):
         tp.append(t)
         fp.append(f)
     ctp = cfp = 0
-    prec, rec_frac = [], []
+    prec, rec = [], []
     for t, f in zip(tp, fp, strict=True):
         ctp += t
         cfp += f
         prec.append(ctp / (ctp + cfp) if ctp + cfp else 0.0)
-        rec_frac.append(Fraction(ctp, npos))
+        rec.append(ctp / npos)
     if metric == "11point":
         ap = 0.0
-        for k in range(11):
-            ps = [p for p, r in zip(prec, rec_frac, strict=True) if r >= Fraction(k, 10)]
+        for t in MATLAB_0_01_1:
+            ps = [p for p, r in zip(prec, rec, strict=True) if r >= t]
             ap += (max(ps) if ps else 0.0) / 11
         return ap
-    mrec = [0.0] + [float(r) for r in rec_frac] + [1.0]
+    mrec = [0.0, *rec, 1.0]
     mpre = [0.0] + prec + [0.0]
     for i in range(len(mpre) - 2, -1, -1):
         mpre[i] = max(mpre[i], mpre[i + 1])

@@ -14,9 +14,13 @@ What the devkit does, and so what this module does:
   and later ones are false positives (duplicates). Below the threshold it is a false positive.
 * ``npos`` counts the non-difficult boxes; recall = cumTP / npos, precision = cumTP /
   (cumTP + cumFP).
-* ``11point`` (VOC2007): mean over t = 0, 0.1, ..., 1 of the maximum precision at recall >= t
-  (0 if none). The comparison is done exactly (``10 * cumTP >= k * npos``), i.e. the threshold
-  is the decimal t, not a rounded binary float.
+* ``11point`` (VOC2007): mean over ``t = 0:0.1:1`` of the maximum precision at recall >= t
+  (0 if none), with recall = cumTP/npos in double precision and t the exact doubles MATLAB's
+  colon operator produces (first half ``k*0.1``, second half ``1 - (10-k)*0.1``): so t(4) is
+  0.30000000000000004 and a recall of exactly 3/10 does *not* reach it, while 6/10 and 7/10
+  do reach 0.6 and 0.7. (py-faster-rcnn's ``voc_eval.py`` uses ``np.arange`` thresholds and
+  differs at 0.3, 0.6 and 0.7; Caffe's float32 recall differs at 0.7 and 0.9 — see
+  :mod:`.caffe_ap`.)
 * ``area`` (VOC2010+): the area under the monotone (right-to-left maximum) precision envelope,
   summed where recall changes.
 
@@ -145,11 +149,28 @@ class VocEvaluation:
         return {c: r.ap for c, r in self.classes.items()}
 
 
-def ap_11point(tp_cum: np.ndarray, prec: np.ndarray, npos: int) -> float:
-    """VOC2007 11-point AP; recall >= k/10 is tested exactly as ``10*cumTP >= k*npos``."""
+def _matlab_colon(a: float, d: float, b: float) -> tuple[float, ...]:
+    """The doubles of MATLAB's ``a:d:b`` (symmetric algorithm: ``a + k*d`` for the first
+    half, ``b - k*d`` for the second, ``(a+b)/2`` in the middle when there is one)."""
+    n = int(np.floor((b - a) / d + 1e-10))
+    v = [0.0] * (n + 1)
+    for k in range(n // 2 + 1):
+        v[k] = a + k * d
+        v[n - k] = b - k * d
+    if n % 2 == 0:
+        v[n // 2] = (a + b) / 2
+    return tuple(v)
+
+
+VOC07_THRESHOLDS: tuple[float, ...] = _matlab_colon(0.0, 0.1, 1.0)
+"""The recall thresholds of VOCevaldet.m's ``for t=0:0.1:1``."""
+
+
+def ap_11point(rec: np.ndarray, prec: np.ndarray) -> float:
+    """VOC2007 11-point AP (``VOCevaldet.m``): mean of max precision at ``rec >= t``."""
     total = 0.0
-    for k in range(11):
-        mask = tp_cum * 10 >= k * npos
+    for t in VOC07_THRESHOLDS:
+        mask = rec >= t
         total += float(prec[mask].max()) if mask.any() else 0.0
     return total / 11.0
 
@@ -269,7 +290,7 @@ def evaluate_class(
     if npos == 0:
         ap: float | None = None
     elif metric == "11point":
-        ap = ap_11point(tp_cum, prec, npos)
+        ap = ap_11point(rec, prec)
     else:
         ap = ap_area(rec, prec)
     return ClassResult(name, ap, npos, n, int(tp.sum()), int(fp.sum()), ignored, prec, rec)
