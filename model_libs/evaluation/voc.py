@@ -207,17 +207,16 @@ def _image_index(
     """Map each detection's image id to its position in the ground truth, or raise."""
     if len(det) == 0:
         return np.zeros(0, dtype=np.int64)
-    uniq, inv = np.unique(det.image_ids.astype(str), return_inverse=True)
-    pos = np.empty(len(uniq), dtype=np.int64)
-    for k, u in enumerate(uniq):
-        j = image_pos.get(u)
-        if j is None:
-            i = int(np.flatnonzero(inv == k)[0])
-            raise ModelLibsError(
-                f"{det.where(i)}: image id {str(u)!r} is not in the ground truth ({set_name})"
-            )
-        pos[k] = j
-    return pos[inv.reshape(-1)]
+    get = image_pos.get
+    pos = np.fromiter((get(str(i), -1) for i in det.image_ids), np.int64, len(det))
+    missing = np.flatnonzero(pos < 0)
+    if len(missing):
+        i = int(missing[0])
+        raise ModelLibsError(
+            f"{det.where(i)}: image id {str(det.image_ids[i])!r} is not in the ground truth "
+            f"({set_name})"
+        )
+    return pos
 
 
 def evaluate_class(
