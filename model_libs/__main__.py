@@ -14,6 +14,7 @@ from .errors import ModelLibsError
 # command name -> (module, one-line help). Modules are imported lazily.
 COMMANDS: dict[str, tuple[str, str]] = {
     "summary": ("model_libs.summary", "shape-infer a prototxt: layers, shapes, params, FLOPs"),
+    "eval": ("model_libs.evaluation.cli", "score detections: VOC / COCO mAP, compare runs"),
 }
 
 
