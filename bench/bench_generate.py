@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model_libs.dsod import MODELS, recipe  # noqa: E402
-from model_libs.dsod.nets import render_nets  # noqa: E402
+from model_libs.dsod import MODELS, recipe
+from model_libs.dsod.nets import render_nets
 
 
 def main(repeats: int = 5) -> None:
