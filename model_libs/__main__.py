@@ -14,6 +14,9 @@ from .errors import ModelLibsError
 # command name -> (module, one-line help). Modules are imported lazily.
 COMMANDS: dict[str, tuple[str, str]] = {
     "summary": ("model_libs.summary", "shape-infer a prototxt: layers, shapes, params, FLOPs"),
+    "convert": ("model_libs.datasets.cli_convert", "convert VOC or COCO to an SSD LMDB"),
+    "synthetic": ("model_libs.datasets.cli_synthetic", "make the built-in synthetic dataset"),
+    "inspect": ("model_libs.datasets.cli_inspect", "check an LMDB and draw records with boxes"),
 }
 
 

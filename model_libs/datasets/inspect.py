@@ -91,7 +91,7 @@ def _check_record(key: str, ad: caffe_pb2.AnnotatedDatum, valid: set[int] | None
     return errs
 
 
-def _labels_of(labelmap) -> dict[int, str] | None:
+def labels_of(labelmap) -> dict[int, str] | None:
     if labelmap is None:
         return None
     lm = labelmap if isinstance(labelmap, caffe_pb2.LabelMap) else load_labelmap(labelmap)
@@ -105,7 +105,7 @@ def validate_lmdb(
 ) -> InspectReport:
     """Decode every record (or the first ``limit``) and check its boxes; never raises for a
     bad record (they are listed in ``errors``), only for an unreadable database."""
-    names = _labels_of(labelmap)
+    names = labels_of(labelmap)
     valid = set(names) if names is not None else None
     rep = InspectReport(Path(path))
     for key, raw in iter_records(path, limit):
@@ -162,7 +162,7 @@ def draw_records(
     """Write the first ``n`` records as PNGs with their boxes to ``out_dir``; returns paths."""
     import cv2
 
-    names = _labels_of(labelmap)
+    names = labels_of(labelmap)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
