@@ -214,3 +214,18 @@ def test_unannotated_images_allowed_on_request(tmp_path):
     convert_voc(root, "VOC2007:test", tmp_path / "b", allow_unannotated=True, progress=False)
     raw = dict(iter_records(tmp_path / "b"))["00000001_VOC2007/JPEGImages/000002.jpg"]
     assert len(parse_annotated_datum(raw).annotation_group) == 0
+
+
+def test_person_layout_parts_are_not_objects(tmp_path):
+    # VOC person-layout XML nests <part><name>hand</name><bndbox>..</bndbox></part> in an
+    # object; upstream reads only the object's direct <name>/<bndbox>, and so do we.
+    p = tmp_path / "p.xml"
+    p.write_text(
+        "<annotation><size><width>100</width><height>80</height><depth>3</depth></size>"
+        "<object><name>person</name><difficult>0</difficult>"
+        "<bndbox><xmin>10</xmin><ymin>5</ymin><xmax>60</xmax><ymax>75</ymax></bndbox>"
+        "<part><name>hand</name><bndbox><xmin>12</xmin><ymin>40</ymin><xmax>20</xmax>"
+        "<ymax>50</ymax></bndbox></part></object></annotation>"
+    )
+    ann = parse_voc_xml(p)
+    assert ann.objects == [VocObject("person", 10, 5, 60, 75)]

@@ -101,7 +101,7 @@ def parse_voc_xml(path: str | os.PathLike) -> VocAnnotation:
         raise ModelLibsError(f"{p}: invalid image size {width}x{height}")
     fn = root.find("filename")
     ann = VocAnnotation(fn.text.strip() if fn is not None and fn.text else "", width, height, depth)
-    for i, obj in enumerate(root.iter("object")):
+    for i, obj in enumerate(root.findall("object")):  # direct children, as upstream
         what = f"object {i}"
         name = _text(obj, "name", p, what)
         bnd = obj.find("bndbox")
