@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     current = HERE / "caffe_pb2.py"
     if "--check" in argv:
         ok = current.exists() and current.read_bytes() == fresh
-        print("caffe_pb2.py is current" if ok else "caffe_pb2.py is STALE: run python -m model_libs.proto.regen")
+        stale = "caffe_pb2.py is STALE: run python -m model_libs.proto.regen"
+        print("caffe_pb2.py is current" if ok else stale)
         return 0 if ok else 1
     current.write_bytes(fresh)
     print(f"wrote {current}")
