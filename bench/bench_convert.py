@@ -66,11 +66,13 @@ def main(argv: list[str] | None = None) -> int:
 
         conv, conv1, raw = [], [], []
         for _ in range(args.repeat):
-            st = convert_voc(s.root, sets, tmp / "conv", labelmap=s.labelmap, force=True,
-                             progress=False, workers=workers)  # fmt: skip
+            st = convert_voc(
+                s.root, sets, tmp / "conv", labelmap=s.labelmap, force=True, progress=False, workers=workers
+            )
             conv.append(st.seconds)
-            st1 = convert_voc(s.root, sets, tmp / "conv1", labelmap=s.labelmap, force=True,
-                              progress=False, workers=1)  # fmt: skip
+            st1 = convert_voc(
+                s.root, sets, tmp / "conv1", labelmap=s.labelmap, force=True, progress=False, workers=1
+            )
             conv1.append(st1.seconds)
             raw.append(raw_copy(s.root, items, tmp / "raw"))
 
@@ -84,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "convert_1thread_images_per_s": round(n / min(conv1), 1),
         "raw_read_write_images_per_s": round(n / min(raw), 1),
     }
-    res["ratio_convert_to_raw"] = round(
-        res["convert_images_per_s"] / res["raw_read_write_images_per_s"], 3
-    )
+    res["ratio_convert_to_raw"] = round(res["convert_images_per_s"] / res["raw_read_write_images_per_s"], 3)
     print(f"synthetic set: {n} images, {nbytes / 1e6:.1f} MB, generated in {gen_s:.2f}s")
     print(f"convert ({workers} threads):  {res['convert_images_per_s']:8.1f} images/s")
     print(f"convert (1 thread):   {res['convert_1thread_images_per_s']:8.1f} images/s")

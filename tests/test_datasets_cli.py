@@ -21,8 +21,21 @@ def test_synthetic_convert_inspect(tmp_path, capsys):
     lm = str(out / "labelmap_synth.prototxt")
     db = tmp_path / "test_lmdb"
     ns = tmp_path / "ns.txt"
-    args = ["convert", "voc", "--root", str(out), "--sets", "Synth:test", "--out", str(db),
-            "--labelmap", lm, "--name-size", str(ns), "--no-progress"]  # fmt: skip
+    args = [
+        "convert",
+        "voc",
+        "--root",
+        str(out),
+        "--sets",
+        "Synth:test",
+        "--out",
+        str(db),
+        "--labelmap",
+        lm,
+        "--name-size",
+        str(ns),
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert "3 images" in capsys.readouterr().out
     assert ns.read_text() == (out / "test_name_size.txt").read_text()
@@ -47,17 +60,48 @@ def test_convert_coco_cli_and_errors(tmp_path, capsys):
     images.mkdir()
     cv2.imwrite(str(images / "a.jpg"), np.zeros((20, 30, 3), np.uint8))
     js = tmp_path / "inst.json"
-    js.write_text(json.dumps({
-        "images": [{"id": 3, "file_name": "a.jpg", "width": 30, "height": 20}],
-        "annotations": [{"image_id": 3, "category_id": 1, "bbox": [1, 2, 3, 4], "iscrowd": 0}],
-        "categories": [{"id": 1, "name": "person"}],
-    }))  # fmt: skip
+    js.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 3, "file_name": "a.jpg", "width": 30, "height": 20}],
+                "annotations": [{"image_id": 3, "category_id": 1, "bbox": [1, 2, 3, 4], "iscrowd": 0}],
+                "categories": [{"id": 1, "name": "person"}],
+            }
+        )
+    )
     db = tmp_path / "coco_lmdb"
-    assert main(["convert", "coco", "--annotations", str(js), "--images", str(images),
-                 "--out", str(db), "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "convert",
+                "coco",
+                "--annotations",
+                str(js),
+                "--images",
+                str(images),
+                "--out",
+                str(db),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "1 images, 1 boxes" in capsys.readouterr().out
-    assert main(["convert", "coco", "--annotations", str(tmp_path / "no.json"), "--images",
-                 str(images), "--out", str(tmp_path / "x")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "convert",
+                "coco",
+                "--annotations",
+                str(tmp_path / "no.json"),
+                "--images",
+                str(images),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     assert "no.json: COCO annotation file not found" in capsys.readouterr().err
     assert main(["inspect", str(tmp_path / "x")]) == 2
     assert main(["inspect", str(db), "--draw", "1"]) == 2

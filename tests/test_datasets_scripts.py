@@ -49,7 +49,9 @@ def test_labelmap_files_match_library():
     assert (lm.item[20].name, lm.item[20].label) == ("tvmonitor", 20)
     c = load_labelmap(coco)
     assert [(i.name, i.label, i.display_name) for i in c.item][1:3] == [
-        ("1", 1, "person"), ("2", 2, "bicycle")]  # fmt: skip
+        ("1", 1, "person"),
+        ("2", 2, "bicycle"),
+    ]
     assert (c.item[80].name, c.item[80].label, c.item[80].display_name) == ("90", 80, "toothbrush")
 
 
@@ -91,9 +93,7 @@ def test_coco_create_data_script_val(tmp_path):
         json.dumps(
             {
                 "images": [{"id": 139, "file_name": "000000000139.jpg", "width": 50, "height": 40}],
-                "annotations": [
-                    {"image_id": 139, "category_id": 62, "bbox": [1, 1, 10, 10], "iscrowd": 0}
-                ],
+                "annotations": [{"image_id": 139, "category_id": 62, "bbox": [1, 1, 10, 10], "iscrowd": 0}],
                 "categories": [{"id": 62, "name": "chair"}],
             }
         )

@@ -87,8 +87,9 @@ def test_build_synthetic_lmdbs_round_trip(tmp_path):
             assert key.endswith(f"_Synth/JPEGImages/{name}.jpg")
             ann = parse_voc_xml(out.source.root / "Synth/Annotations" / f"{name}.xml")
             boxes = datum_boxes(parse_annotated_datum(raw))
-            got = sorted((b.label, round(b.xmin * ann.width), round(b.ymax * ann.height),
-                          b.difficult) for b in boxes)  # fmt: skip
+            got = sorted(
+                (b.label, round(b.xmin * ann.width), round(b.ymax * ann.height), b.difficult) for b in boxes
+            )
             want = sorted((labels[o.name], o.xmin, o.ymax, o.difficult) for o in ann.objects)
             assert got == want
     lines = out.name_size.read_text().splitlines()

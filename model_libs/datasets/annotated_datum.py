@@ -104,9 +104,7 @@ def decode_image(ad: caffe_pb2.AnnotatedDatum, where: str = "record") -> np.ndar
         return img
     c, h, w = d.channels, d.height, d.width
     if c * h * w == 0 or len(d.data) != c * h * w:
-        raise ModelLibsError(
-            f"{where}: raw datum of {len(d.data)} bytes does not match {c}x{h}x{w}"
-        )
+        raise ModelLibsError(f"{where}: raw datum of {len(d.data)} bytes does not match {c}x{h}x{w}")
     chw = np.frombuffer(d.data, np.uint8).reshape(c, h, w)
     img = np.ascontiguousarray(chw.transpose(1, 2, 0))
     if c == 1:

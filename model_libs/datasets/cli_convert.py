@@ -27,18 +27,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="dataset", required=True)
     voc = sub.add_parser("voc", help="PASCAL VOC (VOCdevkit layout)")
     voc.add_argument("--root", required=True, help="VOCdevkit folder (holds VOC2007/, ...)")
-    voc.add_argument("--sets", required=True,
-                     help="comma list of DATASET:SPLIT, e.g. VOC2007:trainval,VOC2012:trainval")  # fmt: skip
-    voc.add_argument("--allow-unannotated", action="store_true",
-                     help="images without an XML become records without boxes (VOC12 test)")  # fmt: skip
+    voc.add_argument(
+        "--sets", required=True, help="comma list of DATASET:SPLIT, e.g. VOC2007:trainval,VOC2012:trainval"
+    )
+    voc.add_argument(
+        "--allow-unannotated",
+        action="store_true",
+        help="images without an XML become records without boxes (VOC12 test)",
+    )
     _common(voc)
     coco = sub.add_parser("coco", help="COCO instances / image_info JSON")
     coco.add_argument("--annotations", required=True, help="instances_*.json")
     coco.add_argument("--images", required=True, help="folder holding the JSON's file_names")
-    coco.add_argument("--key-prefix", default=None,
-                      help="folder name used in record keys (default: the --images folder name)")  # fmt: skip
-    coco.add_argument("--skip-crowd", action="store_true",
-                      help="drop iscrowd boxes (default: keep them flagged difficult, as upstream)")  # fmt: skip
+    coco.add_argument(
+        "--key-prefix",
+        default=None,
+        help="folder name used in record keys (default: the --images folder name)",
+    )
+    coco.add_argument(
+        "--skip-crowd",
+        action="store_true",
+        help="drop iscrowd boxes (default: keep them flagged difficult, as upstream)",
+    )
     _common(coco)
     return ap
 
@@ -52,17 +62,36 @@ def main(argv: list[str]) -> int:
     if args.dataset == "voc":
         from .voc import convert_voc
 
-        stats = convert_voc(args.root, args.sets, args.out, labelmap=args.labelmap,
-                            name_size=args.name_size, shuffle=args.shuffle, seed=args.seed,
-                            force=args.force, allow_unannotated=args.allow_unannotated,
-                            progress=progress, workers=args.workers)  # fmt: skip
+        stats = convert_voc(
+            args.root,
+            args.sets,
+            args.out,
+            labelmap=args.labelmap,
+            name_size=args.name_size,
+            shuffle=args.shuffle,
+            seed=args.seed,
+            force=args.force,
+            allow_unannotated=args.allow_unannotated,
+            progress=progress,
+            workers=args.workers,
+        )
     else:
         from .coco import convert_coco
 
-        stats = convert_coco(args.annotations, args.images, args.out, labelmap=args.labelmap,
-                             name_size=args.name_size, key_prefix=args.key_prefix,
-                             skip_crowd=args.skip_crowd, shuffle=args.shuffle, seed=args.seed,
-                             force=args.force, progress=progress, workers=args.workers)  # fmt: skip
+        stats = convert_coco(
+            args.annotations,
+            args.images,
+            args.out,
+            labelmap=args.labelmap,
+            name_size=args.name_size,
+            key_prefix=args.key_prefix,
+            skip_crowd=args.skip_crowd,
+            shuffle=args.shuffle,
+            seed=args.seed,
+            force=args.force,
+            progress=progress,
+            workers=args.workers,
+        )
     print(stats.summary())
     if stats.name_size:
         print(f"{stats.name_size}: {stats.images} lines (name height width)")

@@ -29,16 +29,20 @@ def main(argv: list[str]) -> int:
         from .synthetic import make_synthetic
 
         s = make_synthetic(args.out, args.seed, args.train, args.test, force=args.force)
-        print(f"{s.root}: {s.n_train} train + {s.n_test} test images, {s.n_objects} objects "
-              f"in {time.perf_counter() - t0:.1f}s (VOC layout under {s.root / s.dataset})")  # fmt: skip
+        print(
+            f"{s.root}: {s.n_train} train + {s.n_test} test images, {s.n_objects} objects "
+            f"in {time.perf_counter() - t0:.1f}s (VOC layout under {s.root / s.dataset})"
+        )
         print(f"label map: {s.labelmap}")
         return 0
     from .synthetic import build_synthetic_lmdbs
 
     b = build_synthetic_lmdbs(args.out, args.seed, args.train, args.test, force=args.force)
     s = b.source
-    print(f"{s.root}: {s.n_train} train + {s.n_test} test images, {s.n_objects} objects "
-          f"in {time.perf_counter() - t0:.1f}s")  # fmt: skip
+    print(
+        f"{s.root}: {s.n_train} train + {s.n_test} test images, {s.n_objects} objects "
+        f"in {time.perf_counter() - t0:.1f}s"
+    )
     print(f"train LMDB: {b.train_lmdb}\ntest LMDB:  {b.test_lmdb}")
     print(f"name/size:  {b.name_size}\nlabel map:  {b.labelmap}")
     return 0

@@ -90,9 +90,7 @@ def load_coco(path: str | os.PathLike) -> tuple[list[CocoImage], list[tuple[int,
     return list(images.values()), cats
 
 
-def coco_boxes(
-    img: CocoImage, labels: dict[str, int], path: Path, skip_crowd: bool = False
-) -> list[Box]:
+def coco_boxes(img: CocoImage, labels: dict[str, int], path: Path, skip_crowd: bool = False) -> list[Box]:
     """Normalised boxes of one image (upstream float arithmetic: x + w, then / width)."""
     out = []
     w32, h32 = np.float32(img.width), np.float32(img.height)
@@ -118,16 +116,25 @@ def coco_boxes(
             raise ModelLibsError(f"{where}: bbox {bbox} has negative width/height (xmax<xmin)")
         tol = EDGE_TOLERANCE
         if xmin < -tol or ymin < -tol or xmax > w32 + tol or ymax > h32 + tol:
-            raise ModelLibsError(
-                f"{where}: bbox {bbox} lies outside the {img.width}x{img.height} image"
+            raise ModelLibsError(f"{where}: bbox {bbox} lies outside the {img.width}x{img.height} image")
+        out.append(
+            Box(
+                labels[cid], float(xmin / w32), float(ymin / h32), float(xmax / w32), float(ymax / h32), crowd
             )
-        out.append(Box(labels[cid], float(xmin / w32), float(ymin / h32),
-                       float(xmax / w32), float(ymax / h32), crowd))  # fmt: skip
+        )
     return out
 
 
-def _coco_job(index: int, img: CocoImage, images_dir: Path, prefix: str, labels: dict[str, int],
-              json_path: Path, skip_crowd: bool, encode_type: str) -> Job:  # fmt: skip
+def _coco_job(
+    index: int,
+    img: CocoImage,
+    images_dir: Path,
+    prefix: str,
+    labels: dict[str, int],
+    json_path: Path,
+    skip_crowd: bool,
+    encode_type: str,
+) -> Job:
     rel = f"{prefix}/{img.file_name}" if prefix else img.file_name
     key = record_key(index, rel)
 
@@ -179,7 +186,17 @@ def convert_coco(
     labels = name_to_label(lm)
     prefix = images_dir.resolve().name if key_prefix is None else key_prefix.strip("/")
     imgs = shuffled(imgs, shuffle, seed)
-    jobs = [_coco_job(i, im, images_dir, prefix, labels, json_path, skip_crowd, encode_type)
-            for i, im in enumerate(imgs)]  # fmt: skip
-    return convert_jobs(jobs, out, name_size=name_size, force=force, progress=progress,
-                        workers=workers, desc=f"coco {json_path.name}", source=str(json_path))  # fmt: skip
+    jobs = [
+        _coco_job(i, im, images_dir, prefix, labels, json_path, skip_crowd, encode_type)
+        for i, im in enumerate(imgs)
+    ]
+    return convert_jobs(
+        jobs,
+        out,
+        name_size=name_size,
+        force=force,
+        progress=progress,
+        workers=workers,
+        desc=f"coco {json_path.name}",
+        source=str(json_path),
+    )

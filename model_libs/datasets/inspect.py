@@ -43,9 +43,7 @@ class InspectReport:
         return not self.errors and self.records > 0
 
     def summary(self, names: dict[int, str] | None = None) -> str:
-        labels = ", ".join(
-            f"{(names or {}).get(k, k)}: {v}" for k, v in sorted(self.per_label.items())
-        )
+        labels = ", ".join(f"{(names or {}).get(k, k)}: {v}" for k, v in sorted(self.per_label.items()))
         lines = [
             (
                 f"{self.path}: {self.records} records, {self.boxes} boxes "
@@ -80,9 +78,7 @@ def _check_record(key: str, ad: caffe_pb2.AnnotatedDatum, valid: set[int] | None
         for i, a in enumerate(g.annotation):
             b = a.bbox
             if a.instance_id != i:
-                errs.append(
-                    f"{key}: label {g.group_label} instance {i} has instance_id {a.instance_id}"
-                )
+                errs.append(f"{key}: label {g.group_label} instance {i} has instance_id {a.instance_id}")
             coords = (b.xmin, b.ymin, b.xmax, b.ymax)
             if not all(np.isfinite(coords)) or not (
                 -EPS <= b.xmin <= b.xmax <= 1 + EPS and -EPS <= b.ymin <= b.ymax <= 1 + EPS

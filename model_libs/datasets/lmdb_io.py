@@ -40,9 +40,7 @@ def write_lmdb(
                 for key, value in records:
                     k = key.encode("utf-8") if isinstance(key, str) else key
                     if not txn.put(k, value, overwrite=False):
-                        raise ModelLibsError(
-                            f"{path}: duplicate key {k.decode(errors='replace')!r}"
-                        )
+                        raise ModelLibsError(f"{path}: duplicate key {k.decode(errors='replace')!r}")
                     n += 1
                     if n % COMMIT_EVERY == 0:
                         txn.commit()

@@ -98,9 +98,7 @@ def jpeg_size(raw: bytes) -> tuple[int, int] | None:
         if marker in _SOF:
             if i + 9 > n:
                 return None
-            return int.from_bytes(raw[i + 5 : i + 7], "big"), int.from_bytes(
-                raw[i + 7 : i + 9], "big"
-            )
+            return int.from_bytes(raw[i + 5 : i + 7], "big"), int.from_bytes(raw[i + 7 : i + 9], "big")
         if marker == 0xDA:  # start of scan before any frame header
             return None
         i += 2 + seglen
@@ -234,6 +232,4 @@ def convert_jobs(
         bar.close()
     if name_size:
         atomic_write_text(name_size, "".join(sizes))
-    return ConvertStats(
-        out, n, boxes, time.perf_counter() - t0, Path(name_size) if name_size else None
-    )
+    return ConvertStats(out, n, boxes, time.perf_counter() - t0, Path(name_size) if name_size else None)

@@ -166,11 +166,7 @@ def render_image(seed: int, index: int) -> tuple[np.ndarray, list[VocObject]]:
     for _ in range(int(rng.integers(1, 7))):
         cls = SYNTH_CLASSES[int(rng.integers(len(SYNTH_CLASSES)))]
         small = rng.random() < 0.12
-        side = (
-            rng.uniform(8, 15)
-            if small
-            else math.exp(rng.uniform(math.log(20), math.log(0.5 * min(w, h))))
-        )
+        side = rng.uniform(8, 15) if small else math.exp(rng.uniform(math.log(20), math.log(0.5 * min(w, h))))
         aspect = math.exp(rng.uniform(math.log(0.65), math.log(1.55)))
         rx, ry = side / 2 * math.sqrt(aspect), side / 2 / math.sqrt(aspect)
         ang = rng.uniform(0, 2 * math.pi) if cls != "circle" else rng.uniform(0, math.pi)
@@ -258,8 +254,9 @@ def _generate(out: Path, seed: int, n_train: int, n_test: int) -> SyntheticSet:
 
 def _check_counts(n_train: int, n_test: int) -> None:
     if n_train < 1 or n_test < 1:
-        raise ModelLibsError(f"synthetic: need at least 1 train and 1 test image "
-                             f"(got --train {n_train} --test {n_test})")  # fmt: skip
+        raise ModelLibsError(
+            f"synthetic: need at least 1 train and 1 test image (got --train {n_train} --test {n_test})"
+        )
 
 
 def make_synthetic(
@@ -297,11 +294,22 @@ def build_synthetic_lmdbs(
     with atomic_dir(out, force=force) as tmp:
         made = _generate(tmp, seed, n_train, n_test)
         lm = synth_labelmap()
-        convert_voc(tmp, made.train_sets, tmp / "lmdb" / "synth_trainval_lmdb", labelmap=lm,
-                    progress=progress)  # fmt: skip
-        convert_voc(tmp, made.test_sets, tmp / "lmdb" / "synth_test_lmdb", labelmap=lm,
-                    name_size=tmp / "test_name_size.txt", progress=progress)  # fmt: skip
+        convert_voc(
+            tmp, made.train_sets, tmp / "lmdb" / "synth_trainval_lmdb", labelmap=lm, progress=progress
+        )
+        convert_voc(
+            tmp,
+            made.test_sets,
+            tmp / "lmdb" / "synth_test_lmdb",
+            labelmap=lm,
+            name_size=tmp / "test_name_size.txt",
+            progress=progress,
+        )
     src = SyntheticSet(out, made.dataset, out / LABELMAP_NAME, n_train, n_test, made.n_objects)
-    return SyntheticLmdbs(src, out / "lmdb" / "synth_trainval_lmdb",
-                          out / "lmdb" / "synth_test_lmdb", out / "test_name_size.txt",
-                          out / LABELMAP_NAME)  # fmt: skip
+    return SyntheticLmdbs(
+        src,
+        out / "lmdb" / "synth_trainval_lmdb",
+        out / "lmdb" / "synth_test_lmdb",
+        out / "test_name_size.txt",
+        out / LABELMAP_NAME,
+    )

@@ -121,11 +121,17 @@ def parse_voc_xml(path: str | os.PathLike) -> VocAnnotation:
             )
         diff = obj.find("difficult")
         trunc = obj.find("truncated")
-        ann.objects.append(VocObject(
-            name, xmin, ymin, xmax, ymax,
-            difficult=diff is not None and (diff.text or "").strip() == "1",
-            truncated=trunc is not None and (trunc.text or "").strip() == "1",
-        ))  # fmt: skip
+        ann.objects.append(
+            VocObject(
+                name,
+                xmin,
+                ymin,
+                xmax,
+                ymax,
+                difficult=diff is not None and (diff.text or "").strip() == "1",
+                truncated=trunc is not None and (trunc.text or "").strip() == "1",
+            )
+        )
     return ann
 
 
@@ -134,9 +140,7 @@ def voc_boxes(ann: VocAnnotation, labels: dict[str, int], path: Path) -> list[Bo
     out = []
     for i, o in enumerate(ann.objects):
         if o.name not in labels:
-            raise ModelLibsError(
-                f"{path}: object {i} has unknown class {o.name!r} (not in label map)"
-            )
+            raise ModelLibsError(f"{path}: object {i} has unknown class {o.name!r} (not in label map)")
         w, h = ann.width, ann.height
         out.append(
             Box(
