@@ -66,7 +66,7 @@ def test_labelmap(tmp_path):
     with pytest.raises(ModelLibsError, match="not a LabelMap"):
         load_labelmap(p)
     p.write_text(LABELMAP + 'item { name: "again" label: 1 }')
-    with pytest.raises(ModelLibsError, match="label 1 appears twice"):
+    with pytest.raises(ModelLibsError, match="duplicate label 1"):
         load_labelmap(p)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..fsutil import atomic_write_text
+from ..fsutil import atomic_write_text, ensure_writable_dir
 from ..netspec import L, NetSpec, P, to_prototxt
 from ..proto import caffe_pb2
 from .bodies import gated_module
@@ -177,17 +177,26 @@ def job_files(r: Recipe, out_dir: str | Path, gpus: list[int] | None = None) -> 
     }
 
 
-def write_nets(r: Recipe, out_dir: str | Path, gpus: list[int] | None = None) -> dict[str, Path]:
-    """Write train/test/deploy/solver prototxts into ``out_dir``; returns their paths."""
+def render_nets(r: Recipe, out_dir: str | Path, gpus: list[int] | None = None) -> dict[str, str]:
+    """The text of train/test/deploy/solver prototxts for ``out_dir`` (nothing is written)."""
     files = job_files(r, out_dir, gpus)
-    # Build everything before writing anything, so a failure leaves no partial set.
-    texts = {
+    return {
         "train": net_text(train_net(r, gpus)),
         "test": net_text(test_net(r)),
         "deploy": net_text(deploy_net(r)),
         "solver": to_prototxt(solver(r, str(files["train"]), str(files["test"]),
                                      str(files["snapshot_prefix"]), gpus)) + "\n",
     }
+
+
+def write_nets(r: Recipe, out_dir: str | Path, gpus: list[int] | None = None) -> dict[str, Path]:
+    """Write train/test/deploy/solver prototxts into ``out_dir``; returns all job paths.
+
+    Everything is built before anything is written, so a failure leaves no partial set.
+    """
+    texts = render_nets(r, out_dir, gpus)
+    ensure_writable_dir(out_dir)
+    files = job_files(r, out_dir, gpus)
     for key, text in texts.items():
         atomic_write_text(files[key], text)
     return files

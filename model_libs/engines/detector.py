@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from google.protobuf import text_format
 
 from ..errors import ModelLibsError
 from ..proto import caffe_pb2
@@ -60,25 +59,12 @@ class Detection:
 
 def load_labelmap(path: PathLike) -> dict[int, str]:
     """{label: display name} from an SSD LabelMap prototxt (``item { name label display_name }``);
-    the display name is used when present, else the name."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ModelLibsError(f"{p}: cannot read label map ({exc.strerror})") from None
-    lm = caffe_pb2.LabelMap()
-    try:
-        text_format.Parse(text, lm)
-    except text_format.ParseError as exc:
-        raise ModelLibsError(f"{p}: not a LabelMap prototxt: {exc}") from None
-    if not len(lm.item):
-        raise ModelLibsError(f"{p}: label map has no items")
-    out: dict[int, str] = {}
-    for item in lm.item:
-        if item.label in out:
-            raise ModelLibsError(f"{p}: label {item.label} appears twice")
-        out[item.label] = item.display_name or item.name or str(item.label)
-    return out
+    the display name is used when present, else the name. Read and validated by
+    :func:`model_libs.datasets.labelmap.load_labelmap`."""
+    from ..datasets.labelmap import label_to_display_name
+    from ..datasets.labelmap import load_labelmap as _load
+
+    return label_to_display_name(_load(path))
 
 
 def read_image(path: PathLike):
