@@ -89,7 +89,8 @@ def train_net(r: Recipe, gpus: list[int] | None = None) -> caffe_pb2.NetParamete
     net = NetSpec()
     net.data, net.label = annotated_data_layer(
         r.train_data, per_device, train=True, label_map_file=r.label_map_file,
-        transform_param=train_transform(h, w, r.force_color), batch_sampler=r.batch_sampler)
+        transform_param=r.train_transform or train_transform(h, w, r.force_color),
+        batch_sampler=r.batch_sampler)
     mbox = _body_and_head(net, r)
     net.mbox_loss = L.MultiBoxLoss(
         *mbox, net.label, multibox_loss_param=multibox_loss_param(r),
@@ -139,9 +140,10 @@ def solver(r: Recipe, train_net_file: str, test_net_file: str, snapshot_prefix: 
     """The SGD solver of the official scripts, with the batch split for ``gpus``."""
     gpus = gpus or []
     _, iter_size = r.split_batch(gpus)
-    base_lr = r.base_lr * 25.0 / r.loc_weight  # VALID normalisation, as SSD scales it
+    # SSD scales the per-image rate for VALID normalisation (x25 / loc_weight), DSOD by 10.
+    base_lr = r.lr if r.lr is not None else 10 * r.base_lr * 25.0 / r.loc_weight
     params = dict(
-        base_lr=10 * base_lr, weight_decay=0.0005, lr_policy="multistep",
+        base_lr=base_lr, weight_decay=0.0005, lr_policy="multistep",
         stepvalue=list(r.stepvalue), gamma=0.1, momentum=0.9, iter_size=iter_size,
         max_iter=r.max_iter, snapshot=r.snapshot, display=r.display, average_loss=10,
         type="SGD",
