@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout
 
 from model_libs.dsod import Backbone, PriorConfig, Recipe, dsod_body
-from model_libs.dsod.data_layer import ssd_batch_sampler
+from model_libs.dsod.data_layer import ssd_batch_sampler, train_transform
 from model_libs.errors import ModelLibsError
 
 SIZE = 160  # network input; the synthetic images are 192-256 px
