@@ -110,3 +110,42 @@ def _caffe(explicit: str | None, gpus: list[int]) -> str:
             f"--gpus {','.join(map(str, gpus))} asks for GPUs, but the Caffe in use ({inst.root}) is "
             "CPU-only; pass --gpus cpu, or point CAFFE_ROOT at your own GPU build of SSD Caffe")
     return str(binary)
+
+
+def score_main(argv: list[str] | None, dataset: str, models: tuple[str, ...],
+               prog: str | None = None) -> int:
+    """Entry point of the scoring scripts: score a snapshot on the test LMDB."""
+    ap = argparse.ArgumentParser(prog=prog or Path(sys.argv[0]).name,
+                                 description=f"Score a DSOD snapshot on the {dataset} test set.")
+    ap.add_argument("--model", default=models[0], help=f"one of {', '.join(models)}")
+    ap.add_argument("--weights", default=None,
+                    help="caffemodel to score (default: the newest snapshot of the job in --out)")
+    ap.add_argument("--out", default=None, help="the training job's folder (default: jobs/<model>_<dataset>)")
+    ap.add_argument("--data-root", default="data")
+    ap.add_argument("--size", type=int, default=None)
+    ap.add_argument("--gpus", default="cpu", help="GPU ids for scoring (default: cpu)")
+    ap.add_argument("--caffe", default=None)
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        if args.model not in models:
+            raise ModelLibsError(f"unknown model {args.model!r}; choose one of {', '.join(models)}")
+        gpus = resolve_gpus(args.gpus)
+        out = Path(args.out or f"jobs/{args.model}_{dataset}").resolve()
+        r = recipe(args.model, dataset, data_root=args.data_root, out_dir=out, size=args.size)
+        weights = args.weights
+        if weights is None:
+            snaps = [s for s in list_snapshots(job_files(r, out)["snapshot_prefix"]) if s[2]]
+            if not snaps:
+                raise ModelLibsError(f"no snapshot of {r.model_name} in {out}; give --weights")
+            weights = snaps[-1][2]
+        from .score import score
+
+        result = score(r, weights, out / "score", _caffe(args.caffe, gpus), gpus, echo=args.verbose)
+    except ModelLibsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(result.table())
+    print(f"VOC-format results: {result.result_dir}")
+    print(f"mAP {result.caffe_map:.4f}")
+    return 0
