@@ -193,12 +193,15 @@ class NetSpec:
         return net
 
 
-def to_proto(*tops: Top) -> caffe_pb2.NetParameter:
-    """A NetParameter holding ``tops`` and all layers they depend on (auto-named)."""
+def to_proto(*tops: Top | Function) -> caffe_pb2.NetParameter:
+    """A NetParameter holding ``tops`` and all layers they depend on (auto-named).
+
+    A layer without tops (``ntop=0``, e.g. Silence) may be passed as its Function.
+    """
     layers: OrderedDict = OrderedDict()
     autonames: Counter = Counter()
     for top in tops:
-        top.fn._to_proto(layers, {}, autonames)
+        (top if isinstance(top, Function) else top.fn)._to_proto(layers, {}, autonames)
     net = caffe_pb2.NetParameter()
     net.layer.extend(layers.values())
     return net

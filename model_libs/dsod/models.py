@@ -69,11 +69,12 @@ REPO_DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 def recipe(model: str, dataset: str = "VOC0712", data_root: str | Path | None = None,
-           out_dir: str | Path = ".") -> Recipe:
+           out_dir: str | Path = ".", size: int | None = None) -> Recipe:
     """The official (or derived) recipe for ``model`` trained on ``dataset``.
 
     ``data_root`` holds ``<dataset>/lmdb/<name>_lmdb`` and the test name/size list as the
     SSD data scripts lay them out; label maps come from the repository's ``data/`` folder.
+    ``size`` overrides the square input size (priors scale with it, as SSD's min_dim).
     """
     if model not in MODELS:
         raise ModelLibsError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
@@ -89,8 +90,13 @@ def recipe(model: str, dataset: str = "VOC0712", data_root: str | Path | None = 
     out = Path(out_dir)
     data_dir = "VOC0712" if dataset.startswith("VOC") else dataset
 
+    native = {"DSOD512": 512, "GRP_DSOD320": 320}.get(model, 300)
+    if size is None:
+        size = native
+    elif not isinstance(size, int) or isinstance(size, bool) or not 64 <= size <= 2048:
+        raise ModelLibsError(f"input size {size!r} is impossible: give an integer from 64 to 2048")
     if model == "GRP_DSOD320":
-        size, steps = 320, [8, 16, 32, 64, 100, 320]
+        steps = [8, 16, 32, 64, 100, size]
         ars = [[1.6, 2, 3]] * 4 + [[1.6, 2]] * 2
         body = grp_dsod320_body
         gate_channels = [1184, 513, 258, 258, 258, 256]
@@ -98,17 +104,15 @@ def recipe(model: str, dataset: str = "VOC0712", data_root: str | Path | None = 
         model_name = f"GRP_DSOD320_v2_gate_{dataset}_{job}"
         batch = 48
     else:
-        bb = BACKBONES[model]
-        size = 512 if model == "DSOD512" else 300
-        body = functools.partial(dsod_body, bb=bb)
+        body = functools.partial(dsod_body, bb=BACKBONES[model])
         gate_channels = None
         if model == "DSOD512":
-            steps = [8, 16, 32, 64, 128, 256, 512]
+            steps = [8, 16, 32, 64, 128, 256, size]
             ars = [[2], [2, 3], [2, 3], [2, 3], [2, 3], [2], [2]]
             min_ratio, max_ratio, first = 15, 90, (4, 10)
             batch = 16
         else:
-            steps = [8, 16, 32, 64, 100, 300]
+            steps = [8, 16, 32, 64, 100, size]
             ars = [[2], [2, 3], [2, 3], [2, 3], [2], [2]]
             batch = 32
         job = f"{model}_{size}x{size}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..fsutil import atomic_write_text
+from ..fsutil import atomic_write_text, ensure_writable_dir
 from ..netspec import L, NetSpec, P, to_prototxt
 from ..proto import caffe_pb2
 from .bodies import gated_module
@@ -89,7 +89,8 @@ def train_net(r: Recipe, gpus: list[int] | None = None) -> caffe_pb2.NetParamete
     net = NetSpec()
     net.data, net.label = annotated_data_layer(
         r.train_data, per_device, train=True, label_map_file=r.label_map_file,
-        transform_param=train_transform(h, w, r.force_color), batch_sampler=r.batch_sampler)
+        transform_param=r.train_transform or train_transform(h, w, r.force_color),
+        batch_sampler=r.batch_sampler)
     mbox = _body_and_head(net, r)
     net.mbox_loss = L.MultiBoxLoss(
         *mbox, net.label, multibox_loss_param=multibox_loss_param(r),
@@ -139,9 +140,10 @@ def solver(r: Recipe, train_net_file: str, test_net_file: str, snapshot_prefix: 
     """The SGD solver of the official scripts, with the batch split for ``gpus``."""
     gpus = gpus or []
     _, iter_size = r.split_batch(gpus)
-    base_lr = r.base_lr * 25.0 / r.loc_weight  # VALID normalisation, as SSD scales it
+    # SSD scales the per-image rate for VALID normalisation (x25 / loc_weight), DSOD by 10.
+    base_lr = r.lr if r.lr is not None else 10 * r.base_lr * 25.0 / r.loc_weight
     params = dict(
-        base_lr=10 * base_lr, weight_decay=0.0005, lr_policy="multistep",
+        base_lr=base_lr, weight_decay=0.0005, lr_policy="multistep",
         stepvalue=list(r.stepvalue), gamma=0.1, momentum=0.9, iter_size=iter_size,
         max_iter=r.max_iter, snapshot=r.snapshot, display=r.display, average_loss=10,
         type="SGD",
@@ -177,17 +179,26 @@ def job_files(r: Recipe, out_dir: str | Path, gpus: list[int] | None = None) -> 
     }
 
 
-def write_nets(r: Recipe, out_dir: str | Path, gpus: list[int] | None = None) -> dict[str, Path]:
-    """Write train/test/deploy/solver prototxts into ``out_dir``; returns their paths."""
+def render_nets(r: Recipe, out_dir: str | Path, gpus: list[int] | None = None) -> dict[str, str]:
+    """The text of train/test/deploy/solver prototxts for ``out_dir`` (nothing is written)."""
     files = job_files(r, out_dir, gpus)
-    # Build everything before writing anything, so a failure leaves no partial set.
-    texts = {
+    return {
         "train": net_text(train_net(r, gpus)),
         "test": net_text(test_net(r)),
         "deploy": net_text(deploy_net(r)),
         "solver": to_prototxt(solver(r, str(files["train"]), str(files["test"]),
                                      str(files["snapshot_prefix"]), gpus)) + "\n",
     }
+
+
+def write_nets(r: Recipe, out_dir: str | Path, gpus: list[int] | None = None) -> dict[str, Path]:
+    """Write train/test/deploy/solver prototxts into ``out_dir``; returns all job paths.
+
+    Everything is built before anything is written, so a failure leaves no partial set.
+    """
+    texts = render_nets(r, out_dir, gpus)
+    ensure_writable_dir(out_dir)
+    files = job_files(r, out_dir, gpus)
     for key, text in texts.items():
         atomic_write_text(files[key], text)
     return files

@@ -57,6 +57,8 @@ class Recipe:
     output_format: str = "VOC"
     show_per_class_result: bool | None = None  # set only when a recipe asks for it
     random_seed: int | None = None
+    lr: float | None = None          # the solver's base_lr as given (else derived from base_lr)
+    train_transform: dict | None = None  # replaces the SSD training transform when set
 
     # SSD loss settings shared by every DSOD recipe
     neg_pos_ratio: float = 3.0

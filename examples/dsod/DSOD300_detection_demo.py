@@ -1,0 +1,19 @@
+#!/usr/bin/env python3
+"""Detection demo: run a DSOD deploy net with its weights on images (files or folders),
+draw labelled boxes with scores above the threshold into PNGs, print the detections
+(text, or JSON with --json). Same options as ``python -m model_libs detect``.
+
+    python examples/dsod/DSOD300_detection_demo.py --deploy deploy.prototxt \
+        --weights DSOD300_VOC0712.caffemodel --labelmap data/VOC0712/labelmap_voc.prototxt \
+        --threshold 0.5 --draw demo_out/ images/
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout
+
+from model_libs.__main__ import main
+
+if __name__ == "__main__":
+    sys.exit(main(["detect", *sys.argv[1:]]))

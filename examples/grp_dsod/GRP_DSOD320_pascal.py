@@ -1,0 +1,17 @@
+#!/usr/bin/env python3
+"""Official DSOD recipe: PASCAL VOC 07+12 trainval, tested on VOC07 test.
+
+Writes train/test/deploy/solver prototxts and the job script into --out, then trains
+with Caffe unless --dry-run. See --help; the logic lives in model_libs.recipes.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout
+
+from model_libs.recipes.cli import main
+
+if __name__ == "__main__":
+    models = ("GRP_DSOD320",)
+    sys.exit(main(sys.argv[1:], dataset="VOC0712", models=models))

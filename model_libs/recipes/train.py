@@ -1,0 +1,68 @@
+"""Run a Caffe training job: stream its log to a file and show progress while it runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from ..errors import ModelLibsError
+from .caffelog import LogParser, TrainLog
+
+
+def _progress_line(log: TrainLog, max_iter: int, started: float) -> str:
+    it = log.last_iter
+    loss = f"{log.loss[-1][1]:.4f}" if log.loss else "-"
+    lr = f"{log.lr[-1][1]:.3g}" if log.lr else "-"
+    last_map = f"  mAP {log.maps[-1][1]:.4f}" if log.maps else ""
+    elapsed = time.monotonic() - started
+    pct = 100.0 * it / max_iter if max_iter else 0.0
+    return f"iter {it}/{max_iter} ({pct:4.1f}%)  loss {loss}  lr {lr}{last_map}  [{elapsed:.0f}s]"
+
+
+def run_caffe(cmd: list[str], log_file: str | Path, max_iter: int, cwd: str | Path | None = None,
+              echo: bool = False, stream: TextIO | None = None,
+              on_line: Callable[[str], None] | None = None) -> TrainLog:
+    """Run ``cmd`` (a ``caffe train`` command), tee its output to ``log_file``.
+
+    Progress (iteration, loss, lr, test mAP) is printed to ``stream`` (stderr by default)
+    as it happens; with ``echo`` the raw Caffe lines are printed too. The raw log file is
+    always complete. Raises ModelLibsError when Caffe exits non-zero, naming the log.
+    """
+    stream = stream or sys.stderr
+    parser = LogParser()
+    started = time.monotonic()
+    log_path = Path(log_file)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    tty = stream.isatty()
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                bufsize=1, cwd=cwd)
+    except OSError as exc:
+        raise ModelLibsError(f"cannot start {cmd[0]}: {exc.strerror}") from None
+    with open(log_path, "a") as log:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            log.flush()
+            if on_line:
+                on_line(line)
+            if echo:
+                stream.write(line)
+            kind = parser.feed(line)
+            if kind in ("loss", "test", "done") or (kind == "snapshot" and not tty):
+                msg = _progress_line(parser.log, max_iter, started)
+                if kind == "snapshot":
+                    msg += f"  snapshot {parser.log.snapshots[-1]}"
+                stream.write(("\r" + msg + "\x1b[K") if tty and not echo else msg + "\n")
+                stream.flush()
+    rc = proc.wait()
+    if tty and not echo:
+        stream.write("\n")
+    if rc != 0:
+        tail = "".join(Path(log_path).read_text(errors="replace").splitlines(True)[-15:])
+        raise ModelLibsError(f"caffe exited with status {rc}; see {log_path}. Last lines:\n{tail}")
+    return parser.log
