@@ -26,7 +26,7 @@ from tests.caffe_support import require_caffe, tiny_detection_lmdb, write_labelm
 pytestmark = pytest.mark.caffe
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_VARIANTS = ["DSOD300", "DSOD300_lite", "DSOD300_smallest", "GRP_DSOD320"]
+TRAIN_VARIANTS = ["DSOD300", "DSOD300_lite", "DSOD300_smallest", "DSOD512", "GRP_DSOD320"]
 
 
 @pytest.fixture(scope="module")
