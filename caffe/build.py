@@ -235,7 +235,11 @@ def prepare_tree(sdist: Path, src: dict, key: str) -> Path:
             log(f"applied {p.name}")
         patched = _patched_paths(patches)
         carried = False
-        if old.get("key") and (tree / ".temp_release").is_dir():
+        # Only a tree built with header tracking (the Makefile patch: -I, so -MMD lists
+        # the project's headers) may be reused; otherwise a header change would not
+        # rebuild what includes it.
+        if old.get("key") and old.get("tracks_headers") and "Makefile" in patched \
+                and (tree / ".temp_release").is_dir():
             for name in (".temp_release", "temp"):
                 if (tree / name).exists() or (tree / name).is_symlink():
                     os.replace(tree / name, top / name)
@@ -247,7 +251,8 @@ def prepare_tree(sdist: Path, src: dict, key: str) -> Path:
             log("carried over compiled objects from the previous tree (make rebuilds changes)")
         shutil.rmtree(tree, ignore_errors=True)
         os.replace(top, tree)
-        stamp.write_text(json.dumps({"key": key, "patched": sorted(patched)}) + "\n")
+        stamp.write_text(json.dumps({"key": key, "patched": sorted(patched),
+                                     "tracks_headers": "Makefile" in patched}) + "\n")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return tree

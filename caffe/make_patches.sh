@@ -13,6 +13,8 @@ declare -A TOPIC=(
   [0004-pooling-rounds-up-as-upstream]="src/caffe/layers/pooling_layer.cpp"
   [0005-pycaffe-python3-without-six-skimage-scipy]="python/caffe/io.py python/caffe/pycaffe.py python/caffe/net_spec.py"
   [0006-detection-output-saves-results]="include/caffe/layers/detection_output_layer.hpp src/caffe/layers/detection_output_layer.cpp"
+  [0007-data-reader-per-phase]="include/caffe/data_reader.hpp"
+  [0008-makefile-tracks-project-headers]="Makefile"
 )
 for name in "${!TOPIC[@]}"; do
   : >"$OUT/$name.patch"

@@ -153,9 +153,11 @@ def test_caffe_tool_trains_and_tests_with_gpu_flag(caffe, data, tmp_path):
     sp = nets.solver(r, str(train), str(test), str(tmp_path / "snap"), gpus=[0])
     assert sp.solver_mode == caffe_pb2.SolverParameter.GPU
     sp.max_iter, sp.display, sp.snapshot = 1, 1, 0
-    sp.test_interval = 0
-    sp.ClearField("test_net")
-    sp.ClearField("test_iter")
+    # the solver's own detection test (eval_type: detection) runs after the iteration
+    assert sp.eval_type == "detection"
+    sp.test_interval = 1
+    del sp.test_iter[:]
+    sp.test_iter.append(1)
     sp.test_initialization = False
     solver_path = write(tmp_path / "solver.prototxt", sp)
     env = dict(os.environ, GLOG_logtostderr="1")
@@ -164,6 +166,8 @@ def test_caffe_tool_trains_and_tests_with_gpu_flag(caffe, data, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     if inst.origin == "project":
         assert "built CPU-only" in res.stderr
+    assert "Testing net (#0)" in res.stderr
+    assert "Test net output #0: detection_eval = " in res.stderr, res.stderr[-2000:]
     snaps = list(tmp_path.glob("snap_iter_1.caffemodel"))
     assert snaps, res.stderr[-2000:]
     res = subprocess.run([str(inst.binary), "test", f"--model={test}", f"--weights={snaps[0]}",
