@@ -45,9 +45,9 @@ def test_labelmap(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ('item { name: "a" label: 1 }\nitem { name: "b" label: 1 }\n', r":2: label 1 appears twice"),
-    ('item { name: "a" label: 1 }\n\nitem { label: 2 }\n', r":3: item needs both name and label"),
-    ("layer { }\n", r"no 'item"),
+    ('item { name: "a" label: 1 }\nitem { name: "b" label: 1 }\n', r"duplicate label 1"),
+    ('item { name: "a" label: 1 }\n\nitem { label: 2 }\n', r"item 1 needs both a name and a label"),
+    ("layer { }\n", r"not a LabelMap text proto"),
 ])
 def test_bad_labelmap(tmp_path, text, message):
     p = tmp_path / "lm.prototxt"

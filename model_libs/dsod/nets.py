@@ -97,7 +97,12 @@ def train_net(r: Recipe, gpus: list[int] | None = None) -> caffe_pb2.NetParamete
         loss_param={"normalization": P.Loss.VALID},
         include=dict(phase=caffe_pb2.Phase.Value("TRAIN")),
         propagate_down=[True, True, False, False])
-    return _named(net, f"{r.model_name}_train")
+    proto = _named(net, f"{r.model_name}_train")
+    if r.bn_moving_average_fraction is not None:
+        for layer in proto.layer:
+            if layer.type == "BatchNorm":
+                layer.batch_norm_param.moving_average_fraction = r.bn_moving_average_fraction
+    return proto
 
 
 def _test_spec(r: Recipe) -> NetSpec:

@@ -59,6 +59,9 @@ class Recipe:
     random_seed: int | None = None
     lr: float | None = None          # the solver's base_lr as given (else derived from base_lr)
     train_transform: dict | None = None  # replaces the SSD training transform when set
+    # BatchNorm moving-average fraction of every BN layer in the train net (Caffe: 0.999).
+    # Short trainings need a smaller one, or test-time statistics lag far behind the weights.
+    bn_moving_average_fraction: float | None = None
 
     # SSD loss settings shared by every DSOD recipe
     neg_pos_ratio: float = 3.0

@@ -53,11 +53,12 @@ def run_caffe(cmd: list[str], log_file: str | Path, max_iter: int, cwd: str | Pa
             if echo:
                 stream.write(line)
             kind = parser.feed(line)
-            if kind in ("loss", "test", "done") or (kind == "snapshot" and not tty):
+            if kind in ("loss", "test"):
                 msg = _progress_line(parser.log, max_iter, started)
-                if kind == "snapshot":
-                    msg += f"  snapshot {parser.log.snapshots[-1]}"
                 stream.write(("\r" + msg + "\x1b[K") if tty and not echo else msg + "\n")
+                stream.flush()
+            elif kind == "snapshot" and not echo:
+                stream.write(("\n" if tty else "") + f"snapshot {parser.log.snapshots[-1]}\n")
                 stream.flush()
     rc = proc.wait()
     if tty and not echo:
