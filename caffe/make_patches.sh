@@ -8,7 +8,7 @@ OUT="$(cd "$(dirname "$0")" && pwd)/patches"
 mkdir -p "$OUT"
 declare -A TOPIC=(
   [0001-opencv4-api-and-bbox-output]="src/caffe/util/io.cpp include/caffe/util/bbox_util.hpp src/caffe/util/bbox_util.cpp"
-  [0002-cpu-only-build-ignores-gpu-flag]="tools/caffe.cpp"
+  [0002-caffe-tool-cpu-only-gpu-flag-and-weights]="tools/caffe.cpp"
   [0003-upstream-ssd-schema-distort-expand]="include/caffe/util/im_transforms.hpp src/caffe/util/im_transforms.cpp include/caffe/data_transformer.hpp src/caffe/data_transformer.cpp src/caffe/layers/annotated_data_layer.cpp include/caffe/layers/detection_evaluate_layer.hpp src/caffe/layers/detection_evaluate_layer.cpp"
   [0004-pooling-rounds-up-as-upstream]="src/caffe/layers/pooling_layer.cpp"
   [0005-pycaffe-python3-without-six-skimage-scipy]="python/caffe/io.py python/caffe/pycaffe.py python/caffe/net_spec.py"

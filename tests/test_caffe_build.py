@@ -170,6 +170,12 @@ def test_caffe_tool_trains_and_tests_with_gpu_flag(caffe, data, tmp_path):
     assert "Test net output #0: detection_eval = " in res.stderr, res.stderr[-2000:]
     snaps = list(tmp_path.glob("snap_iter_1.caffemodel"))
     assert snaps, res.stderr[-2000:]
+    # --weights loads the caffemodel into the train and test nets (fine-tuning)
+    res = subprocess.run([str(inst.binary), "train", f"--solver={solver_path}",
+                          f"--weights={snaps[0]}"], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"Finetuning from {snaps[0]}" in res.stderr
     res = subprocess.run([str(inst.binary), "test", f"--model={test}", f"--weights={snaps[0]}",
                           "--iterations=1"], capture_output=True, text=True, env=env,
                          timeout=600)
