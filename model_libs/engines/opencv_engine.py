@@ -40,6 +40,21 @@ def opencv_available() -> bool:
     return True
 
 
+def caffe_prior_sizes(deploy: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
+    """``deploy`` with PriorBox sizes truncated to whole pixels, in place.
+
+    SSD Caffe's PriorBox reads each min/max size into an ``int`` before making boxes (so
+    GRP_DSOD320's 118.4 px prior is 118 px, DSOD512's 20.48 is 20); OpenCV keeps the
+    fraction. Truncating here makes OpenCV reproduce the boxes the models were trained with.
+    """
+    for layer in deploy.layer:
+        if layer.type == "PriorBox":
+            p = layer.prior_box_param
+            p.min_size[:] = [float(int(v)) for v in p.min_size]
+            p.max_size[:] = [float(int(v)) for v in p.max_size]
+    return deploy
+
+
 def _producers(deploy: caffe_pb2.NetParameter) -> dict[str, str]:
     """blob name -> name of the last layer writing it (OpenCV addresses outputs by layer)."""
     out: dict[str, str] = {}
@@ -61,7 +76,7 @@ class OpenCVEngine:
         self.deploy, data, self.weights_name = load_pair(deploy, weights, verify)
         self.input_blob, self._input_shape = input_name_and_shape(self.deploy)
         self._producers = _producers(self.deploy)
-        proto = str(deploy_for_engines(self.deploy)).encode()
+        proto = str(caffe_prior_sizes(deploy_for_engines(self.deploy))).encode()
         if threads is not None:
             cv2.setNumThreads(threads)
         try:
