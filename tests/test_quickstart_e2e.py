@@ -22,7 +22,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.caffe]
 @pytest.fixture(scope="module")
 def caffe_bin():
     from model_libs.caffe_env import caffe_binary
-
     from model_libs.errors import ModelLibsError
 
     try:
@@ -42,6 +41,17 @@ def quickstart_run(caffe_bin, tmp_path_factory):
         capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
+
+
+@pytest.fixture(scope="module")
+def quick_data(quickstart_run):
+    """The quickstart's synthetic LMDBs (200 train, 50 test images), reused."""
+    from model_libs.datasets.synthetic import SyntheticLmdbs, SyntheticSet
+
+    d = quickstart_run[0] / "data"
+    src = SyntheticSet(d, "Synth", d / "labelmap_synth.prototxt", 200, 50, 0)
+    return SyntheticLmdbs(src, d / "lmdb/synth_trainval_lmdb", d / "lmdb/synth_test_lmdb",
+                          d / "test_name_size.txt", d / "labelmap_synth.prototxt")
 
 
 FLOOR = 0.02  # an untrained net scores ~0.001-0.005 here (measured below)
@@ -65,41 +75,29 @@ def test_quickstart_trains_scores_and_draws(quickstart_run):
     assert "mAP (toolkit)" in proc.stdout
 
 
-def test_an_untrained_net_stays_below_the_floor(quickstart_run, caffe_bin, tmp_path):
+def test_an_untrained_net_stays_below_the_floor(quick_data, caffe_bin, tmp_path):
     from quickstart import design_net
 
-    from model_libs.datasets.synthetic import SyntheticLmdbs, SyntheticSet
     from model_libs.dsod import nets
     from model_libs.engines.caffemodel import write_caffemodel
     from model_libs.engines.init import init_weights
     from model_libs.recipes.score import score
 
-    out, _ = quickstart_run
-    data_dir = out / "data"
-    src = SyntheticSet(data_dir, "Synth", data_dir / "labelmap_synth.prototxt", 200, 50, 0)
-    data = SyntheticLmdbs(src, data_dir / "lmdb/synth_trainval_lmdb", data_dir / "lmdb/synth_test_lmdb",
-                          data_dir / "test_name_size.txt", data_dir / "labelmap_synth.prototxt")
-    r = design_net(data, tmp_path, 300, 8, 50)
+    r = design_net(quick_data, tmp_path, 300, 8, 50)
     weights = write_caffemodel(tmp_path / "untrained.caffemodel", init_weights(nets.deploy_net(r), seed=0))
     result = score(r, weights, tmp_path / "score", caffe_bin)
     assert result.caffe_map < FLOOR
     assert result.toolkit_map is not None and abs(result.toolkit_map - result.caffe_map) < 0.01
 
 
-def test_resume_continues_from_the_solverstate(quickstart_run, caffe_bin, tmp_path):
+def test_resume_continues_from_the_solverstate(quick_data, caffe_bin, tmp_path):
     from quickstart import design_net
 
-    from model_libs.datasets.synthetic import SyntheticLmdbs, SyntheticSet
     from model_libs.recipes.caffelog import parse_log
     from model_libs.recipes.job import caffe_command, list_snapshots, write_job
     from model_libs.recipes.train import run_caffe
 
-    out, _ = quickstart_run
-    data_dir = out / "data"
-    src = SyntheticSet(data_dir, "Synth", data_dir / "labelmap_synth.prototxt", 200, 50, 0)
-    data = SyntheticLmdbs(src, data_dir / "lmdb/synth_trainval_lmdb", data_dir / "lmdb/synth_test_lmdb",
-                          data_dir / "test_name_size.txt", data_dir / "labelmap_synth.prototxt")
-    r = design_net(data, tmp_path, 60, 4, 50)
+    r = design_net(quick_data, tmp_path, 60, 4, 50)
     r.snapshot, r.test_interval, r.display = 20, 1000, 1
     job = write_job(r, tmp_path / "job", gpus=[], caffe_bin=caffe_bin)
     cmd = caffe_command(caffe_bin, job.files["solver"], [])
