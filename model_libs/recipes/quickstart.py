@@ -63,8 +63,8 @@ def demo(deploy: Path, weights: Path, data, out_dir: Path, n: int, labelmap: str
     """Detect on the first ``n`` test images and save them with boxes as PNGs."""
     import cv2
 
-    from ..engines.cli_detect import draw
     from ..engines.detector import Detector, read_image
+    from ..engines.draw import draw
     from ..fsutil import atomic_write_bytes, ensure_writable_dir
 
     ids = (data.source.root / data.source.dataset / "ImageSets" / "Main" / "test.txt").read_text().split()
