@@ -48,47 +48,29 @@ def load_lmdb_ground_truth(
     ``label_names`` maps label numbers to class names (see
     :func:`model_libs.evaluation.labelmap.read_labelmap`).
     """
-    try:
-        import lmdb
-
-        from ..proto import caffe_pb2
-    except ImportError as exc:  # pragma: no cover - declared dependencies
-        raise ModelLibsError(
-            f"reading an LMDB needs lmdb and the caffe_pb2 bindings ({exc})") from None
-    from google.protobuf.message import DecodeError
+    from ..datasets.annotated_datum import parse_annotated_datum
+    from ..datasets.lmdb_io import iter_records
 
     p = Path(path)
-    if not (p / "data.mdb").is_file():
-        raise ModelLibsError(f"{p}: not an LMDB folder (no data.mdb)")
     out: dict[str, list[GTObject]] = {}
-    env = lmdb.open(str(p), readonly=True, lock=False, readahead=False, subdir=True)
-    try:
-        with env.begin() as txn:
-            for raw_key, raw in txn.cursor():
-                key = raw_key.decode("utf-8", "replace")
-                ad = caffe_pb2.AnnotatedDatum()
-                try:
-                    ad.ParseFromString(raw)
-                except DecodeError:
-                    raise ModelLibsError(f"{p}: record {key}: not an AnnotatedDatum") from None
-                img = image_id_from_key(key)
-                if img in out:
-                    raise ModelLibsError(f"{p}: record {key}: image id {img!r} appears twice")
-                w, h = _image_size(ad.datum, key)
-                objs: list[GTObject] = []
-                for g in ad.annotation_group:
-                    if g.group_label not in label_names:
-                        raise ModelLibsError(
-                            f"{p}: record {key}: label {g.group_label} is not in the label map")
-                    name = label_names[g.group_label]
-                    for a in g.annotation:
-                        b = a.bbox
-                        # Undo the float32 normalization: VOC/COCO pixel values have at
-                        # most a few decimals, float32 error is < 1e-4 px for sizes < 1e3.
-                        box = (round(float(b.xmin) * w, 3), round(float(b.ymin) * h, 3),
-                               round(float(b.xmax) * w, 3), round(float(b.ymax) * h, 3))
-                        objs.append((name, box, bool(b.difficult)))
-                out[img] = objs
-    finally:
-        env.close()
+    for key, raw in iter_records(p):
+        ad = parse_annotated_datum(raw, f"{p}: record {key}")
+        img = image_id_from_key(key)
+        if img in out:
+            raise ModelLibsError(f"{p}: record {key}: image id {img!r} appears twice")
+        w, h = _image_size(ad.datum, key)
+        objs: list[GTObject] = []
+        for g in ad.annotation_group:
+            if g.group_label not in label_names:
+                raise ModelLibsError(
+                    f"{p}: record {key}: label {g.group_label} is not in the label map")
+            name = label_names[g.group_label]
+            for a in g.annotation:
+                b = a.bbox
+                # Undo the float32 normalization: VOC/COCO pixel values have at most a few
+                # decimals, float32 error is < 1e-4 px for sizes < 1e3.
+                box = (round(float(b.xmin) * w, 3), round(float(b.ymin) * h, 3),
+                       round(float(b.xmax) * w, 3), round(float(b.ymax) * h, 3))
+                objs.append((name, box, bool(b.difficult)))
+        out[img] = objs
     return out
