@@ -170,7 +170,7 @@ def net_text(proto: caffe_pb2.NetParameter) -> str:
     return to_prototxt(proto) + "\n"
 
 
-def job_files(r: Recipe, out_dir: str | Path, gpus: list[int] | None = None) -> dict[str, Path]:
+def job_files(r: Recipe, out_dir: str | Path) -> dict[str, Path]:
     """Paths of the job's files under ``out_dir`` (nothing is written)."""
     out = Path(out_dir)
     return {
@@ -186,7 +186,7 @@ def job_files(r: Recipe, out_dir: str | Path, gpus: list[int] | None = None) -> 
 
 def render_nets(r: Recipe, out_dir: str | Path, gpus: list[int] | None = None) -> dict[str, str]:
     """The text of train/test/deploy/solver prototxts for ``out_dir`` (nothing is written)."""
-    files = job_files(r, out_dir, gpus)
+    files = job_files(r, out_dir)
     return {
         "train": net_text(train_net(r, gpus)),
         "test": net_text(test_net(r)),
@@ -203,7 +203,7 @@ def write_nets(r: Recipe, out_dir: str | Path, gpus: list[int] | None = None) ->
     """
     texts = render_nets(r, out_dir, gpus)
     ensure_writable_dir(out_dir)
-    files = job_files(r, out_dir, gpus)
+    files = job_files(r, out_dir)
     for key, text in texts.items():
         atomic_write_text(files[key], text)
     return files

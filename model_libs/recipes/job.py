@@ -27,14 +27,6 @@ class Job:
     def snapshot_prefix(self) -> Path:
         return self.files["snapshot_prefix"]
 
-    def snapshots(self) -> list[tuple[int, Path, Path | None]]:
-        """(iteration, solverstate, caffemodel-or-None) of every snapshot, oldest first."""
-        return list_snapshots(self.snapshot_prefix)
-
-    def newest_solverstate(self) -> Path | None:
-        snaps = self.snapshots()
-        return snaps[-1][1] if snaps else None
-
 
 _ITER = re.compile(r"_iter_(\d+)\.(solverstate|caffemodel)$")
 
