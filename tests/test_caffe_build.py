@@ -160,7 +160,7 @@ def test_caffe_tool_trains_and_tests_with_gpu_flag(caffe, data, tmp_path):
     test = write(tmp_path / "test.prototxt", nets.test_net(r))
     sp = nets.solver(r, str(train), str(test), str(tmp_path / "snap"), gpus=[0])
     assert sp.solver_mode == caffe_pb2.SolverParameter.GPU
-    sp.display, sp.snapshot = 1, 0
+    sp.max_iter, sp.display, sp.snapshot = 1, 1, 0
     # the solver's own detection test (eval_type: detection) runs after the iteration
     assert sp.eval_type == "detection"
     sp.test_interval = 1
