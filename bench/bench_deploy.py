@@ -67,13 +67,19 @@ def cpu_peak() -> dict:
     else:
         per_cycle, isa = 4, "sse"
     ghz = mhz / 1000
-    return {"cpu": model, "cores": cores, "ghz": ghz, "isa": isa, "flops_per_cycle": per_cycle,
-            "peak_gflops": cores * ghz * per_cycle}
+    return {
+        "cpu": model,
+        "cores": cores,
+        "ghz": ghz,
+        "isa": isa,
+        "flops_per_cycle": per_cycle,
+        "peak_gflops": cores * ghz * per_cycle,
+    }
 
 
 def time_engine(engine, batch: int, seconds: float, shape: list[int]) -> dict:
     x = np.random.default_rng(0).normal(0, 60, (batch, *shape[1:])).astype(np.float32)
-    engine.forward(x)                       # warm-up (allocation, kernel selection)
+    engine.forward(x)  # warm-up (allocation, kernel selection)
     times = []
     t_end = time.perf_counter() + seconds
     while len(times) < 2 or time.perf_counter() < t_end:
@@ -81,8 +87,12 @@ def time_engine(engine, batch: int, seconds: float, shape: list[int]) -> dict:
         engine.forward(x)
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
-    return {"passes": len(times), "seconds_per_pass": med, "best_seconds_per_pass": min(times),
-            "images_per_s": batch / med}
+    return {
+        "passes": len(times),
+        "seconds_per_pass": med,
+        "best_seconds_per_pass": min(times),
+        "images_per_s": batch / med,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,13 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     deploy = deploy_net(recipe(args.model))
     weights = caffemodel_bytes(init_weights(deploy, seed=0, randomize=True))
     s = summarize(deploy)
-    flops = s.flops                          # per image (the deploy net has batch 1)
+    flops = s.flops  # per image (the deploy net has batch 1)
     peak = cpu_peak()
-    print(f"model {args.model} deploy, input {'x'.join(map(str, s.blob_shapes['data']))}, "
-          f"{flops / 1e9:.2f} GFLOPs/image (multiply-add = 2)")
-    print(f"CPU: {peak['cpu']}, {peak['cores']} cores x {peak['ghz']:.3f} GHz x "
-          f"{peak['flops_per_cycle']} FP32 FLOPs/cycle ({peak['isa']}) "
-          f"= peak {peak['peak_gflops']:.1f} GFLOP/s")
+    print(
+        f"model {args.model} deploy, input {'x'.join(map(str, s.blob_shapes['data']))}, "
+        f"{flops / 1e9:.2f} GFLOPs/image (multiply-add = 2)"
+    )
+    print(
+        f"CPU: {peak['cpu']}, {peak['cores']} cores x {peak['ghz']:.3f} GHz x "
+        f"{peak['flops_per_cycle']} FP32 FLOPs/cycle ({peak['isa']}) "
+        f"= peak {peak['peak_gflops']:.1f} GFLOP/s"
+    )
     print(f"OpenCV {cv2.__version__}, {cv2.getNumThreads()} threads")
 
     import tempfile
@@ -129,15 +143,33 @@ def main(argv: list[str] | None = None) -> int:
             for b in args.batches:
                 r = time_engine(engine, b, args.seconds, s.blob_shapes["data"])
                 gflops = r["images_per_s"] * flops / 1e9
-                results.append({"engine": name, "available": True, "batch": b, "load_s": load_s, **r,
-                                "gflops": gflops, "peak_ratio": gflops / peak["peak_gflops"]})
+                results.append(
+                    {
+                        "engine": name,
+                        "available": True,
+                        "batch": b,
+                        "load_s": load_s,
+                        **r,
+                        "gflops": gflops,
+                        "peak_ratio": gflops / peak["peak_gflops"],
+                    }
+                )
 
     rows = [("engine", "batch", "passes", "ms/pass", "best ms", "images/s", "GFLOP/s", "of peak")]
     for r in results:
         if r["available"]:
-            rows.append((r["engine"], str(r["batch"]), str(r["passes"]), f"{r['seconds_per_pass'] * 1e3:.0f}",
-                         f"{r['best_seconds_per_pass'] * 1e3:.0f}",
-                         f"{r['images_per_s']:.2f}", f"{r['gflops']:.1f}", f"{100 * r['peak_ratio']:.1f}%"))
+            rows.append(
+                (
+                    r["engine"],
+                    str(r["batch"]),
+                    str(r["passes"]),
+                    f"{r['seconds_per_pass'] * 1e3:.0f}",
+                    f"{r['best_seconds_per_pass'] * 1e3:.0f}",
+                    f"{r['images_per_s']:.2f}",
+                    f"{r['gflops']:.1f}",
+                    f"{100 * r['peak_ratio']:.1f}%",
+                )
+            )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print()
     for i, row in enumerate(rows):
@@ -150,9 +182,19 @@ def main(argv: list[str] | None = None) -> int:
         if ("opencv", b) in by and ("caffe", b) in by:
             print(f"batch {b}: OpenCV / Caffe = {by[('opencv', b)] / by[('caffe', b)]:.2f}x")
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": args.model, "gflops_per_image": flops / 1e9,
-                                               "cpu": peak, "opencv": cv2.__version__,
-                                               "results": results}, indent=1) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "gflops_per_image": flops / 1e9,
+                    "cpu": peak,
+                    "opencv": cv2.__version__,
+                    "results": results,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
     return 0
 
 

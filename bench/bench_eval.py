@@ -29,9 +29,26 @@ from model_libs.evaluation.results import (
 from model_libs.evaluation.voc import evaluate_voc
 
 CLASSES = [
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 ]
 
 
@@ -47,8 +64,7 @@ def make_set(n_images: int, per_image: int, seed: int = 0):
             c = int(rng.integers(len(CLASSES)))
             x1, y1 = rng.uniform(0, 400, 2)
             w, h = rng.uniform(10, 200, 2)
-            box = (float(np.floor(x1)), float(np.floor(y1)), float(np.floor(x1 + w)),
-                   float(np.floor(y1 + h)))
+            box = (float(np.floor(x1)), float(np.floor(y1)), float(np.floor(x1 + w)), float(np.floor(y1 + h)))
             objs.append((CLASSES[c], box, bool(rng.random() < 0.1)))
             gt_rows.append((k, c, box))
         gt[img] = objs
@@ -57,8 +73,7 @@ def make_set(n_images: int, per_image: int, seed: int = 0):
     cls_idx = rng.integers(len(CLASSES), size=n_det)
     x1 = rng.uniform(0, 400, n_det)
     y1 = rng.uniform(0, 400, n_det)
-    boxes = np.stack([x1, y1, x1 + rng.uniform(10, 200, n_det),
-                      y1 + rng.uniform(10, 200, n_det)], 1)
+    boxes = np.stack([x1, y1, x1 + rng.uniform(10, 200, n_det), y1 + rng.uniform(10, 200, n_det)], 1)
     scores = rng.random(n_det) * 0.6
     # About 2 jittered hits per GT box, with high scores.
     hits = rng.choice(n_det, size=min(n_det, 2 * len(gt_rows)), replace=False)
@@ -90,8 +105,7 @@ def naive_ap(det: ClassDetections, gt, cls: str) -> float:
             iw = min(x2, gx2) - max(x1, gx1) + 1
             ih = min(y2, gy2) - max(y1, gy1) + 1
             if iw > 0 and ih > 0:
-                ov = iw * ih / ((x2 - x1 + 1) * (y2 - y1 + 1) + (gx2 - gx1 + 1) * (gy2 - gy1 + 1)
-                                - iw * ih)
+                ov = iw * ih / ((x2 - x1 + 1) * (y2 - y1 + 1) + (gx2 - gx1 + 1) * (gy2 - gy1 + 1) - iw * ih)
                 if ov > best:
                     best, jb = ov, j
         t = f = 0
@@ -130,9 +144,11 @@ def main() -> int:
     t0 = time.perf_counter()
     dets, gt = make_set(args.images, args.per_image)
     n = sum(len(d) for d in dets.values())
-    print(f"synthetic set: {args.images} images, {len(CLASSES)} classes, {n} detections, "
-          f"{sum(len(v) for v in gt.values())} GT boxes (generated in "
-          f"{time.perf_counter() - t0:.1f}s)")
+    print(
+        f"synthetic set: {args.images} images, {len(CLASSES)} classes, {n} detections, "
+        f"{sum(len(v) for v in gt.values())} GT boxes (generated in "
+        f"{time.perf_counter() - t0:.1f}s)"
+    )
     print(f"cpus available: {len(os.sched_getaffinity(0))}")
     for metric in ("area", "11point"):
         times = []
@@ -140,8 +156,10 @@ def main() -> int:
             t0 = time.perf_counter()
             res = evaluate_voc(dets, gt, metric=metric)
             times.append(time.perf_counter() - t0)
-        print(f"evaluate_voc metric={metric:8s} mAP={res.mAP:.4f}  "
-              f"best {min(times):.3f}s  (runs: {', '.join(f'{t:.3f}' for t in times)})")
+        print(
+            f"evaluate_voc metric={metric:8s} mAP={res.mAP:.4f}  "
+            f"best {min(times):.3f}s  (runs: {', '.join(f'{t:.3f}' for t in times)})"
+        )
     if args.files:
         with tempfile.TemporaryDirectory() as tmp:
             write_result_files(tmp, dets)
@@ -161,8 +179,10 @@ def main() -> int:
         fast = evaluate_voc({c: dets[c] for c in sub}, gt, metric="area")
         t_fast = (time.perf_counter() - t0) * len(CLASSES) / len(sub)
         diff = max(abs(vals[c] - fast.ap[c]) for c in sub)
-        print(f"naive loop (extrapolated to 20 classes) {t_naive:.1f}s vs vectorised "
-              f"{t_fast:.3f}s: {t_naive / t_fast:.0f}x; max |AP diff| = {diff:.2e}")
+        print(
+            f"naive loop (extrapolated to 20 classes) {t_naive:.1f}s vs vectorised "
+            f"{t_fast:.3f}s: {t_naive / t_fast:.0f}x; max |AP diff| = {diff:.2e}"
+        )
     return 0
 
 

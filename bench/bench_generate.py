@@ -29,8 +29,10 @@ def main(repeats: int = 5) -> None:
     print(f"{'model':<18}{'train+test+deploy+solver':>26}{'prototxt bytes':>16}")
     for model, t, size in rows:
         print(f"{model:<18}{t * 1000:>23.1f} ms{size:>16,}")
-    print(f"{'all five models':<18}{total * 1000:>23.1f} ms  (best of {repeats}; goal < 1000 ms, "
-          f"ratio to goal {total:.3f})")
+    print(
+        f"{'all five models':<18}{total * 1000:>23.1f} ms  (best of {repeats}; goal < 1000 ms, "
+        f"ratio to goal {total:.3f})"
+    )
 
 
 if __name__ == "__main__":

@@ -134,7 +134,8 @@ def check_system() -> None:
     missing = sorted({pkg for f, pkg in SYSTEM_FILES if not Path(f).exists()})
     if missing:
         raise BuildError(
-            "missing system packages: " + ", ".join(missing)
+            "missing system packages: "
+            + ", ".join(missing)
             + " (run scripts/setup.sh as root, or apt-get install them)"
         )
     if sys.version_info[:2] != (3, 11):
@@ -157,8 +158,21 @@ def fetch_sdist(src: dict) -> Path:
     with tempfile.TemporaryDirectory(dir=dl) as tmp:
         req = Path(tmp) / "requirements.txt"
         req.write_text(f"{src['name']}=={src['version']} --hash=sha256:{src['sha256']}\n")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "--no-build-isolation", "--require-hashes", "-r", str(req), "-d", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--no-build-isolation",
+            "--require-hashes",
+            "-r",
+            str(req),
+            "-d",
+            tmp,
+        ]
         res = subprocess.run(cmd, capture_output=True, text=True)
         files = list(Path(tmp).glob("*.tar.gz"))
         if res.returncode != 0 or len(files) != 1:
@@ -172,9 +186,7 @@ def fetch_sdist(src: dict) -> Path:
             raise BuildError(f"pip could not download {src['name']}=={src['version']} (see above)")
         got = sha256_file(files[0])
         if got != src["sha256"]:
-            raise BuildError(
-                f"{files[0].name}: sha256 {got} does not match the pinned {src['sha256']}"
-            )
+            raise BuildError(f"{files[0].name}: sha256 {got} does not match the pinned {src['sha256']}")
         os.replace(files[0], target)
     return target
 
@@ -227,8 +239,12 @@ def prepare_tree(sdist: Path, src: dict, key: str) -> Path:
         log("schema: model_libs/proto/caffe.proto replaces the fork's caffe.proto")
         patches = patch_files()
         for p in patches:
-            res = subprocess.run(["patch", "-p1", "--forward", "--batch", "-i", str(p)],
-                                 cwd=top, capture_output=True, text=True)
+            res = subprocess.run(
+                ["patch", "-p1", "--forward", "--batch", "-i", str(p)],
+                cwd=top,
+                capture_output=True,
+                text=True,
+            )
             if res.returncode != 0:
                 print(res.stdout + res.stderr, file=sys.stderr)
                 raise BuildError(f"patch {p.name} does not apply to {src['top_dir']}")
@@ -238,8 +254,12 @@ def prepare_tree(sdist: Path, src: dict, key: str) -> Path:
         # Only a tree built with header tracking (the Makefile patch: -I, so -MMD lists
         # the project's headers) may be reused; otherwise a header change would not
         # rebuild what includes it.
-        if old.get("key") and old.get("tracks_headers") and "Makefile" in patched \
-                and (tree / ".temp_release").is_dir():
+        if (
+            old.get("key")
+            and old.get("tracks_headers")
+            and "Makefile" in patched
+            and (tree / ".temp_release").is_dir()
+        ):
             for name in (".temp_release", "temp"):
                 if (tree / name).exists() or (tree / name).is_symlink():
                     os.replace(tree / name, top / name)
@@ -251,8 +271,10 @@ def prepare_tree(sdist: Path, src: dict, key: str) -> Path:
             log("carried over compiled objects from the previous tree (make rebuilds changes)")
         shutil.rmtree(tree, ignore_errors=True)
         os.replace(top, tree)
-        stamp.write_text(json.dumps({"key": key, "patched": sorted(patched),
-                                     "tracks_headers": "Makefile" in patched}) + "\n")
+        stamp.write_text(
+            json.dumps({"key": key, "patched": sorted(patched), "tracks_headers": "Makefile" in patched})
+            + "\n"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return tree
@@ -273,8 +295,13 @@ def run_make(tree: Path, jobs: int) -> float:
     log(f"compiling (CPU-only, make -j{jobs}); log: {logf}")
     t0 = time.monotonic()
     with open(logf, "w") as out:
-        proc = subprocess.Popen(["make", f"-j{jobs}", "all", "py"], cwd=tree,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            ["make", f"-j{jobs}", "all", "py"],
+            cwd=tree,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         assert proc.stdout is not None
         count = 0
         for line in proc.stdout:
@@ -306,13 +333,24 @@ def gen_python_proto(dest: Path) -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copyfile(PROTO, Path(tmp) / "caffe.proto")
-        res = subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{tmp}",
-                              f"--python_out={tmp}", str(Path(tmp) / "caffe.proto")],
-                             capture_output=True, text=True)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "grpc_tools.protoc",
+                f"-I{tmp}",
+                f"--python_out={tmp}",
+                str(Path(tmp) / "caffe.proto"),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if res.returncode != 0:
             print(res.stderr, file=sys.stderr)
-            raise BuildError("grpc_tools.protoc could not compile model_libs/proto/caffe.proto "
-                             "(is grpcio-tools installed in the venv?)")
+            raise BuildError(
+                "grpc_tools.protoc could not compile model_libs/proto/caffe.proto "
+                "(is grpcio-tools installed in the venv?)"
+            )
         shutil.copyfile(Path(tmp) / "caffe_pb2.py", dest / "_caffe_pb2_generated.py")
     (dest / "caffe_pb2.py").write_text(shim)
 
@@ -325,13 +363,19 @@ def install(tree: Path, key: str, src: dict, seconds: float) -> None:
         (tmp / "lib").mkdir()
         for so in (tree / "temp" / "lib").glob("libcaffe.so*"):
             shutil.copy2(so, tmp / "lib" / so.name, follow_symlinks=False)
-        tools = {"caffe": "caffe.bin", "convert_imageset": "convert_imageset.bin",
-                 "compute_image_mean": "compute_image_mean.bin",
-                 "upgrade_net_proto_text": "upgrade_net_proto_text.bin"}
+        tools = {
+            "caffe": "caffe.bin",
+            "convert_imageset": "convert_imageset.bin",
+            "compute_image_mean": "compute_image_mean.bin",
+            "upgrade_net_proto_text": "upgrade_net_proto_text.bin",
+        }
         for name, binary in tools.items():
             shutil.copy2(tree / "temp" / "tools" / binary, tmp / "bin" / name)
-        shutil.copytree(tree / "python" / "caffe", tmp / "python" / "caffe",
-                        ignore=shutil.ignore_patterns("__pycache__", "test", "*.cpp"))
+        shutil.copytree(
+            tree / "python" / "caffe",
+            tmp / "python" / "caffe",
+            ignore=shutil.ignore_patterns("__pycache__", "test", "*.cpp"),
+        )
         gen_python_proto(tmp / "python" / "caffe" / "proto")
         shutil.copyfile(PROTO, tmp / "caffe.proto")
         info = {
@@ -350,14 +394,17 @@ def install(tree: Path, key: str, src: dict, seconds: float) -> None:
             "built_by": "scripts/setup.sh (caffe/build.py)",
         }
         # smoke test before declaring success: the tool starts, pycaffe imports
-        res = subprocess.run([str(tmp / "bin" / "caffe"), "--version"], capture_output=True,
-                             text=True)
+        res = subprocess.run([str(tmp / "bin" / "caffe"), "--version"], capture_output=True, text=True)
         if res.returncode != 0:
             print(res.stdout + res.stderr, file=sys.stderr)
             raise BuildError("the built caffe tool does not start (see above)")
         env = dict(os.environ, PYTHONPATH=f"{tmp / 'python'}{os.pathsep}{REPO}")
-        res = subprocess.run([sys.executable, "-c", "import caffe; caffe.set_mode_cpu()"],
-                             capture_output=True, text=True, env=env)
+        res = subprocess.run(
+            [sys.executable, "-c", "import caffe; caffe.set_mode_cpu()"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if res.returncode != 0:
             print(res.stdout + res.stderr, file=sys.stderr)
             raise BuildError("the built pycaffe does not import (see above)")
@@ -377,8 +424,9 @@ def link_venv(venv: Path) -> None:
     """Make ``import caffe`` and ``caffe`` work inside the virtualenv ``venv``."""
     site = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
     if not site.is_dir():
-        raise BuildError(f"{venv}: not a Python {sys.version_info.major}."
-                         f"{sys.version_info.minor} virtualenv (no {site})")
+        raise BuildError(
+            f"{venv}: not a Python {sys.version_info.major}.{sys.version_info.minor} virtualenv (no {site})"
+        )
     (site / "model_libs_caffe.pth").write_text(str(INSTALL / "python") + "\n")
     for name in ("caffe", "convert_imageset", "compute_image_mean", "upgrade_net_proto_text"):
         link = venv / "bin" / name
@@ -393,8 +441,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--force", action="store_true", help="rebuild even if cached")
-    ap.add_argument("--venv", type=Path, default=None,
-                    help="virtualenv to link into (default: the one running this script)")
+    ap.add_argument(
+        "--venv",
+        type=Path,
+        default=None,
+        help="virtualenv to link into (default: the one running this script)",
+    )
     args = ap.parse_args(argv)
     venv = args.venv or (Path(sys.prefix) if sys.prefix != sys.base_prefix else None)
     try:
@@ -414,8 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             write_config(tree)
             secs = run_make(tree, args.jobs)
             install(tree, key, src, secs)
-            log(f"built and installed in {time.monotonic() - t0:.0f} s "
-                f"(compile {secs:.0f} s): {INSTALL}")
+            log(f"built and installed in {time.monotonic() - t0:.0f} s (compile {secs:.0f} s): {INSTALL}")
         if venv is not None:
             link_venv(venv)
     except BuildError as exc:

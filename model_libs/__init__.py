@@ -12,5 +12,15 @@ from .netspec import L, NetSpec, P, layers, params, to_proto, to_prototxt
 from .proto import caffe_pb2
 
 __version__ = "0.1.0"
-__all__ = ["ModelLibsError", "L", "NetSpec", "P", "layers", "params", "to_proto", "to_prototxt",
-           "caffe_pb2", "__version__"]
+__all__ = [
+    "ModelLibsError",
+    "L",
+    "NetSpec",
+    "P",
+    "layers",
+    "params",
+    "to_proto",
+    "to_prototxt",
+    "caffe_pb2",
+    "__version__",
+]

@@ -50,9 +50,11 @@ class CaffeInstall:
         """How it was built, in words."""
         if self.origin == "project":
             info = self.build_info
-            return (f"project build of {info.get('source', '?')} + {len(info.get('patches', []))} "
-                    f"project patches, schema {info.get('schema', '?')}, built "
-                    f"{info.get('built_at', '?')} by {info.get('built_by', '?')}")
+            return (
+                f"project build of {info.get('source', '?')} + {len(info.get('patches', []))} "
+                f"project patches, schema {info.get('schema', '?')}, built "
+                f"{info.get('built_at', '?')} by {info.get('built_by', '?')}"
+            )
         return f"user build under CAFFE_ROOT={self.root}"
 
 
@@ -74,20 +76,34 @@ def _first(paths: list[Path]) -> Path | None:
 def _user_install(root: Path) -> CaffeInstall:
     if not root.is_dir():
         raise ModelLibsError(f"CAFFE_ROOT={root}: no such folder")
-    binary = _first([root / "build" / "tools" / "caffe", root / "build" / "tools" / "caffe.bin",
-                     root / "bin" / "caffe", root / ".build_release" / "tools" / "caffe.bin"])
+    binary = _first(
+        [
+            root / "build" / "tools" / "caffe",
+            root / "build" / "tools" / "caffe.bin",
+            root / "bin" / "caffe",
+            root / ".build_release" / "tools" / "caffe.bin",
+        ]
+    )
     python_dir = _first([root / "python" / "caffe" / "_caffe.so"])
-    library = _first([root / "build" / "lib" / "libcaffe.so", root / "lib" / "libcaffe.so",
-                      root / ".build_release" / "lib" / "libcaffe.so"])
+    library = _first(
+        [
+            root / "build" / "lib" / "libcaffe.so",
+            root / "lib" / "libcaffe.so",
+            root / ".build_release" / "lib" / "libcaffe.so",
+        ]
+    )
     if binary is None and python_dir is None:
         raise ModelLibsError(
             f"CAFFE_ROOT={root}: no built Caffe there (expected build/tools/caffe or "
             "python/caffe/_caffe.so; run `make all pycaffe` in it)"
         )
     return CaffeInstall(
-        origin="CAFFE_ROOT", root=root, binary=binary,
+        origin="CAFFE_ROOT",
+        root=root,
+        binary=binary,
         python_dir=python_dir.parent.parent if python_dir else None,
-        library=library, gpu=_links_cuda(library),
+        library=library,
+        gpu=_links_cuda(library),
     )
 
 
@@ -98,9 +114,13 @@ def _project_install(root: Path = PROJECT_INSTALL) -> CaffeInstall | None:
         return None  # not built, or a build that never finished
     lib = _first(sorted((root / "lib").glob("libcaffe.so*")))
     return CaffeInstall(
-        origin="project", root=root, binary=root / "bin" / "caffe",
-        python_dir=root / "python", library=lib,
-        gpu=not info.get("cpu_only", True), build_info=info,
+        origin="project",
+        root=root,
+        binary=root / "bin" / "caffe",
+        python_dir=root / "python",
+        library=lib,
+        gpu=not info.get("cpu_only", True),
+        build_info=info,
     )
 
 
@@ -114,8 +134,10 @@ def find_caffe(required: bool = True) -> CaffeInstall | None:
         return _user_install(Path(env).expanduser().resolve())
     inst = _project_install()
     if inst is None and required:
-        raise ModelLibsError(f"no Caffe found (CAFFE_ROOT is not set and {PROJECT_INSTALL} "
-                             f"holds no finished build); {SETUP_HINT}")
+        raise ModelLibsError(
+            f"no Caffe found (CAFFE_ROOT is not set and {PROJECT_INSTALL} "
+            f"holds no finished build); {SETUP_HINT}"
+        )
     return inst
 
 
@@ -133,16 +155,19 @@ def import_caffe() -> ModuleType:
     inst = find_caffe()
     assert inst is not None
     if inst.python_dir is None:
-        raise ModelLibsError(f"{inst.root}: has no pycaffe (python/caffe/_caffe.so); "
-                             f"build it with `make pycaffe`, or {SETUP_HINT}")
+        raise ModelLibsError(
+            f"{inst.root}: has no pycaffe (python/caffe/_caffe.so); "
+            f"build it with `make pycaffe`, or {SETUP_HINT}"
+        )
     pdir = str(inst.python_dir)
     mod = sys.modules.get("caffe")
     if mod is not None:
         loaded = Path(getattr(mod, "__file__", "") or "").resolve()
         if inst.python_dir.resolve() in loaded.parents:
             return mod
-        raise ModelLibsError(f"a different pycaffe is already imported ({loaded}); "
-                             f"expected the one under {pdir}")
+        raise ModelLibsError(
+            f"a different pycaffe is already imported ({loaded}); expected the one under {pdir}"
+        )
     if pdir in sys.path:
         sys.path.remove(pdir)
     sys.path.insert(0, pdir)
@@ -171,8 +196,9 @@ def main(argv: list[str]) -> int:
         return 0
     inst = find_caffe(required=False)
     if inst is None:
-        print("caffe: NOT FOUND (CAFFE_ROOT not set, no project build under "
-              f"{PROJECT_INSTALL}); {SETUP_HINT}")
+        print(
+            f"caffe: NOT FOUND (CAFFE_ROOT not set, no project build under {PROJECT_INSTALL}); {SETUP_HINT}"
+        )
     else:
         mode = {True: "GPU (CUDA)", False: "CPU-only", None: "unknown"}[inst.gpu]
         print(f"caffe: {inst.origin} at {inst.root}")
@@ -183,8 +209,10 @@ def main(argv: list[str]) -> int:
         print(f"  built:    {inst.describe()}")
         if inst.origin == "project" and inst.build_info:
             bi = inst.build_info
-            print(f"  python:   {bi.get('python')} / numpy {bi.get('numpy')}; OpenCV "
-                  f"{'on' if bi.get('opencv') else 'off'}, LMDB {'on' if bi.get('lmdb') else 'off'}")
+            print(
+                f"  python:   {bi.get('python')} / numpy {bi.get('numpy')}; OpenCV "
+                f"{'on' if bi.get('opencv') else 'off'}, LMDB {'on' if bi.get('lmdb') else 'off'}"
+            )
     cv = opencv_dnn()
     print(f"opencv dnn: {'available (OpenCV ' + cv + ')' if cv else 'not available'}")
     return 0 if inst is not None else 1

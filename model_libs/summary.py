@@ -29,8 +29,8 @@ class LayerSummary:
     type: str
     tops: list[str]
     shapes: list[Shape]
-    params: int = 0          # learnable values
-    statistics: int = 0      # non-learned stored values (BatchNorm mean/var/factor)
+    params: int = 0  # learnable values
+    statistics: int = 0  # non-learned stored values (BatchNorm mean/var/factor)
     blob_shapes: list[Shape] = field(default_factory=list)
     flops: int = 0
 
@@ -73,8 +73,10 @@ class NetSummary:
             shape = " ".join("x".join(map(str, s)) for s in x.shapes) or "-"
             rows.append((x.name, x.type, shape, f"{x.params + x.statistics:,}", f"{x.flops:,}"))
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in
-                           enumerate(zip(r, widths))) for r in rows]
+        lines = [
+            "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+            for r in rows
+        ]
         lines.insert(1, "-" * len(lines[0]))
         lines += [
             "-" * len(lines[0]),
@@ -184,8 +186,10 @@ def _infer(layer, bottoms: list[Shape], ctx: str) -> tuple[list[Shape], list[Sha
             ow = sw * (w - 1) + dw * (kw - 1) + 1 - 2 * pw
             blobs = [[c, cp.num_output // g, kh, kw]]
         if oh <= 0 or ow <= 0:
-            raise ModelLibsError(f"{ctx}: input {h}x{w} is too small for this {t} "
-                                 f"(kernel {kh}x{kw}, stride {sh}); the input size is impossible")
+            raise ModelLibsError(
+                f"{ctx}: input {h}x{w} is too small for this {t} "
+                f"(kernel {kh}x{kw}, stride {sh}); the input size is impossible"
+            )
         if cp.bias_term:
             blobs.append([cp.num_output])
         macs = (c // g) * kh * kw * n * cp.num_output * oh * ow
@@ -207,8 +211,10 @@ def _infer(layer, bottoms: list[Shape], ctx: str) -> tuple[list[Shape], list[Sha
         if pw and (ow - 1) * sw >= w + pw:
             ow -= 1
         if oh <= 0 or ow <= 0 or kh > h + 2 * ph:
-            raise ModelLibsError(f"{ctx}: input {h}x{w} is too small for this pooling "
-                                 f"(kernel {kh}x{kw}); the input size is impossible")
+            raise ModelLibsError(
+                f"{ctx}: input {h}x{w} is too small for this pooling "
+                f"(kernel {kh}x{kw}); the input size is impossible"
+            )
         return [[n, c, oh, ow]], [], 0, n * c * oh * ow * kh * kw
     if t == "Concat":
         axis = layer.concat_param.axis % len(b0)
@@ -227,9 +233,9 @@ def _infer(layer, bottoms: list[Shape], ctx: str) -> tuple[list[Shape], list[Sha
         blobs = []
         if len(bottoms) == 1:
             n_axes = len(b0) - axis if sp.num_axes == -1 else sp.num_axes
-            blobs.append(b0[axis:axis + n_axes])
+            blobs.append(b0[axis : axis + n_axes])
             if sp.bias_term:
-                blobs.append(b0[axis:axis + n_axes])
+                blobs.append(b0[axis : axis + n_axes])
         elif sp.bias_term:
             blobs.append(list(bottoms[1]))
         return [list(b0)], blobs, 0, _numel(b0)
@@ -257,7 +263,7 @@ def _infer(layer, bottoms: list[Shape], ctx: str) -> tuple[list[Shape], list[Sha
     if t == "Flatten":
         fp = layer.flatten_param
         a, e = fp.axis % len(b0), fp.end_axis % len(b0)
-        return [b0[:a] + [_numel(b0[a:e + 1])] + b0[e + 1:]], [], 0, 0
+        return [b0[:a] + [_numel(b0[a : e + 1])] + b0[e + 1 :]], [], 0, 0
     if t == "Reshape":
         rp = layer.reshape_param
         axis = rp.axis % (len(b0) + 1) if rp.axis < 0 else rp.axis
@@ -307,7 +313,7 @@ def summarize(net: caffe_pb2.NetParameter | str | Path, phase: str = "auto") -> 
         if i < len(net.input_shape):
             blobs[name] = list(net.input_shape[i].dim)
         elif len(net.input_dim) >= 4 * (i + 1):
-            blobs[name] = list(net.input_dim[4 * i:4 * i + 4])
+            blobs[name] = list(net.input_dim[4 * i : 4 * i + 4])
         else:
             raise ModelLibsError(f"net input {name!r} has no shape")
     layers = []
@@ -323,16 +329,26 @@ def summarize(net: caffe_pb2.NetParameter | str | Path, phase: str = "auto") -> 
         for top, shape in zip(layer.top, shapes):
             blobs[top] = shape
         n_values = sum(_numel(s) for s in blob_shapes)
-        layers.append(LayerSummary(layer.name, layer.type, list(layer.top), shapes,
-                                   params=n_values - stats, statistics=stats,
-                                   blob_shapes=blob_shapes, flops=flops))
+        layers.append(
+            LayerSummary(
+                layer.name,
+                layer.type,
+                list(layer.top),
+                shapes,
+                params=n_values - stats,
+                statistics=stats,
+                blob_shapes=blob_shapes,
+                flops=flops,
+            )
+        )
     return NetSummary(net.name, layers, blobs)
 
 
 def main(argv: list[str]) -> int:
     """``summary NET.prototxt [--phase TRAIN|TEST]``: print the per-layer table and totals."""
-    ap = argparse.ArgumentParser(prog="python -m model_libs summary",
-                                 description="Shape-infer a Caffe net and count parameters/FLOPs.")
+    ap = argparse.ArgumentParser(
+        prog="python -m model_libs summary", description="Shape-infer a Caffe net and count parameters/FLOPs."
+    )
     ap.add_argument("prototxt")
     ap.add_argument("--phase", choices=["auto", "TRAIN", "TEST"], default="auto")
     args = ap.parse_args(argv)

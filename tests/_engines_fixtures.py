@@ -58,8 +58,9 @@ def sorted_rows(rows: np.ndarray) -> np.ndarray:
     return r[np.lexsort((r[:, 4], r[:, 3], -r[:, 2], r[:, 1], r[:, 0]))]
 
 
-def detection_differences(a: np.ndarray, b: np.ndarray, box_rtol: float = 1e-3,
-                          score_atol: float = 1e-4) -> list[str]:
+def detection_differences(
+    a: np.ndarray, b: np.ndarray, box_rtol: float = 1e-3, score_atol: float = 1e-4
+) -> list[str]:
     """Why two DetectionOutput results differ (empty when they agree): same rows, same
     labels, scores within ``score_atol``, boxes within ``box_rtol`` relative (absolute for
     coordinates below 1)."""
@@ -77,8 +78,9 @@ def detection_differences(a: np.ndarray, b: np.ndarray, box_rtol: float = 1e-3,
     used = np.zeros(len(rb), dtype=bool)
     worst = 0.0
     for row in ra:
-        cand = np.flatnonzero(~used & (rb[:, 0] == row[0]) & (rb[:, 1] == row[1])
-                              & (np.abs(rb[:, 2] - row[2]) <= score_atol))
+        cand = np.flatnonzero(
+            ~used & (rb[:, 0] == row[0]) & (rb[:, 1] == row[1]) & (np.abs(rb[:, 2] - row[2]) <= score_atol)
+        )
         if len(cand) == 0:
             continue  # already reported above
         err = (np.abs(rb[cand, 3:] - row[3:]) / np.maximum(1.0, np.abs(rb[cand, 3:]))).max(axis=1)

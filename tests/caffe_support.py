@@ -46,20 +46,26 @@ def encode(img: np.ndarray, ext: str = ".png") -> bytes:
     return buf.tobytes()
 
 
-def scene(h: int, w: int, boxes: list[Box], bg: tuple[int, int, int] = (200, 200, 200),
-          colors: dict[int, tuple[int, int, int]] | None = None) -> np.ndarray:
+def scene(
+    h: int,
+    w: int,
+    boxes: list[Box],
+    bg: tuple[int, int, int] = (200, 200, 200),
+    colors: dict[int, tuple[int, int, int]] | None = None,
+) -> np.ndarray:
     """A flat background with one flat-coloured rectangle per box."""
     colors = colors or {}
     img = np.empty((h, w, 3), np.uint8)
     img[:] = bg
     for label, x0, y0, x1, y1 in boxes:
         c = colors.get(label, (0, 0, 255))
-        img[round(y0 * h):round(y1 * h), round(x0 * w):round(x1 * w)] = c
+        img[round(y0 * h) : round(y1 * h), round(x0 * w) : round(x1 * w)] = c
     return img
 
 
-def annotated_datum(img: np.ndarray, boxes: list[Box], ext: str = ".png",
-                    difficult: set[int] | None = None) -> bytes:
+def annotated_datum(
+    img: np.ndarray, boxes: list[Box], ext: str = ".png", difficult: set[int] | None = None
+) -> bytes:
     """Serialized AnnotatedDatum (encoded image, BBOX annotations grouped by label)."""
     ad = caffe_pb2.AnnotatedDatum()
     ad.type = caffe_pb2.AnnotatedDatum.BBOX
@@ -96,14 +102,17 @@ def write_lmdb(path: Path, records: list[bytes]) -> Path:
 def write_labelmap(path: Path, num_classes: int) -> Path:
     """A LabelMap prototxt: background plus class1..classN-1."""
     items = ['item {\n  name: "none_of_the_above"\n  label: 0\n  display_name: "background"\n}']
-    items += [f'item {{\n  name: "class{i}"\n  label: {i}\n  display_name: "class{i}"\n}}'
-              for i in range(1, num_classes)]
+    items += [
+        f'item {{\n  name: "class{i}"\n  label: {i}\n  display_name: "class{i}"\n}}'
+        for i in range(1, num_classes)
+    ]
     path.write_text("\n".join(items) + "\n")
     return path
 
 
-def tiny_detection_lmdb(path: Path, n: int = 6, size: int = 96, seed: int = 0,
-                        num_classes: int = 21) -> tuple[Path, list[list[Box]]]:
+def tiny_detection_lmdb(
+    path: Path, n: int = 6, size: int = 96, seed: int = 0, num_classes: int = 21
+) -> tuple[Path, list[list[Box]]]:
     """``n`` images of ``size``x``size`` with 1-2 coloured objects each; returns the boxes."""
     rng = np.random.default_rng(seed)
     records, all_boxes = [], []

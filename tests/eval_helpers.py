@@ -17,8 +17,10 @@ def write_vocdevkit(
     (base / "Annotations").mkdir(parents=True, exist_ok=True)
     (base / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
     for img, objs in gt.items():
-        head = (f"<annotation><filename>{img}.jpg</filename>"
-                "<size><width>500</width><height>375</height><depth>3</depth></size>")
+        head = (
+            f"<annotation><filename>{img}.jpg</filename>"
+            "<size><width>500</width><height>375</height><depth>3</depth></size>"
+        )
         parts = [head]
         for name, box, difficult in objs:
             x1, y1, x2, y2 = (int(v) if float(v).is_integer() else v for v in box)

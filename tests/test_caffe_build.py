@@ -42,18 +42,24 @@ def data(tmp_path_factory):
     labelmap = write_labelmap(d / "labelmap.prototxt", 21)
     name_size = d / "name_size.txt"
     name_size.write_text("".join(f"img{i} 96 96\n" for i in range(len(boxes))))
-    return {"lmdb": lmdb_path, "boxes": boxes, "labelmap": labelmap, "name_size": name_size,
-            "dir": d}
+    return {"lmdb": lmdb_path, "boxes": boxes, "labelmap": labelmap, "name_size": name_size, "dir": d}
 
 
 def small_recipe(model: str, data: dict, batch: int = 2):
     """The official recipe for ``model`` pointed at the tiny LMDB, with a small batch."""
     r = recipe(model, "VOC0712", data_root=data["dir"], out_dir=data["dir"])
     return dataclasses.replace(
-        r, train_data=str(data["lmdb"]), test_data=str(data["lmdb"]),
-        label_map_file=str(data["labelmap"]), name_size_file=str(data["name_size"]),
-        output_result_dir=str(data["dir"] / "results"), batch_size=batch,
-        accum_batch_size=batch, test_batch_size=batch, num_test_image=len(data["boxes"]))
+        r,
+        train_data=str(data["lmdb"]),
+        test_data=str(data["lmdb"]),
+        label_map_file=str(data["labelmap"]),
+        name_size_file=str(data["name_size"]),
+        output_result_dir=str(data["dir"] / "results"),
+        batch_size=batch,
+        accum_batch_size=batch,
+        test_batch_size=batch,
+        num_test_image=len(data["boxes"]),
+    )
 
 
 def write(path: Path, msg) -> Path:
@@ -65,8 +71,9 @@ def test_info_reports_the_build():
     inst = find_caffe(required=False)
     if inst is None:
         require_caffe()  # skips or fails (CI)
-    res = subprocess.run([sys.executable, "-m", "model_libs", "info"], capture_output=True,
-                         text=True, cwd=REPO)
+    res = subprocess.run(
+        [sys.executable, "-m", "model_libs", "info"], capture_output=True, text=True, cwd=REPO
+    )
     assert res.returncode == 0, res.stderr
     assert str(inst.root) in res.stdout
     if inst.origin == "project":
@@ -74,8 +81,9 @@ def test_info_reports_the_build():
         info = json.loads((PROJECT_INSTALL / "BUILD_INFO.json").read_text())
         assert info["schema"] == "model_libs/proto/caffe.proto"
         # the engine was compiled from the project's schema, byte for byte
-        assert (PROJECT_INSTALL / "caffe.proto").read_bytes() == \
-            (REPO / "model_libs" / "proto" / "caffe.proto").read_bytes()
+        assert (PROJECT_INSTALL / "caffe.proto").read_bytes() == (
+            REPO / "model_libs" / "proto" / "caffe.proto"
+        ).read_bytes()
     assert "opencv dnn:" in res.stdout
 
 
@@ -97,8 +105,9 @@ def test_emitted_train_net_constructs(caffe, data, tmp_path, model):
     size = r.resize
     assert net.blobs["data"].data.shape == (1, 3, size[0], size[1])
     assert "mbox_loss" in net.blobs
-    assert {"AnnotatedData", "MultiBoxLoss", "PriorBox", "Normalize", "Permute"} <= \
-        set(net.layer_dict[n].type for n in net._layer_names)
+    assert {"AnnotatedData", "MultiBoxLoss", "PriorBox", "Normalize", "Permute"} <= set(
+        net.layer_dict[n].type for n in net._layer_names
+    )
 
 
 def test_one_training_iteration_gives_a_finite_loss(caffe, data, tmp_path):
@@ -169,8 +178,13 @@ def test_caffe_tool_trains_and_tests_with_gpu_flag(caffe, data, tmp_path):
     sp.test_initialization = False
     solver_path = write(tmp_path / "solver.prototxt", sp)
     env = dict(os.environ, GLOG_logtostderr="1")
-    res = subprocess.run([str(inst.binary), "train", f"--solver={solver_path}", "--gpu=0"],
-                         capture_output=True, text=True, env=env, timeout=600)
+    res = subprocess.run(
+        [str(inst.binary), "train", f"--solver={solver_path}", "--gpu=0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     if inst.origin == "project":
         assert "built CPU-only" in res.stderr
@@ -179,14 +193,22 @@ def test_caffe_tool_trains_and_tests_with_gpu_flag(caffe, data, tmp_path):
     snaps = list(tmp_path.glob("snap_iter_1.caffemodel"))
     assert snaps, res.stderr[-2000:]
     # --weights loads the caffemodel into the train and test nets (fine-tuning)
-    res = subprocess.run([str(inst.binary), "train", f"--solver={solver_path}",
-                          f"--weights={snaps[0]}"], capture_output=True, text=True, env=env,
-                         timeout=600)
+    res = subprocess.run(
+        [str(inst.binary), "train", f"--solver={solver_path}", f"--weights={snaps[0]}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"Finetuning from {snaps[0]}" in res.stderr
-    res = subprocess.run([str(inst.binary), "test", f"--model={test}", f"--weights={snaps[0]}",
-                          "--iterations=1"], capture_output=True, text=True, env=env,
-                         timeout=600)
+    res = subprocess.run(
+        [str(inst.binary), "test", f"--model={test}", f"--weights={snaps[0]}", "--iterations=1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "detection_eval" in res.stderr
 
@@ -199,8 +221,11 @@ def test_venv_has_caffe_on_path():
     if not (venv / "bin" / "python").exists():
         pytest.skip("no .venv in this checkout")
     assert (venv / "bin" / "caffe").resolve() == (PROJECT_INSTALL / "bin" / "caffe").resolve()
-    res = subprocess.run([str(venv / "bin" / "python"), "-c",
-                          "import caffe, model_libs; print(caffe.__file__)"],
-                         capture_output=True, text=True, cwd="/")
+    res = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import caffe, model_libs; print(caffe.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
     assert res.returncode == 0, res.stderr
     assert str(PROJECT_INSTALL) in res.stdout

@@ -23,8 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def load_build():
     """caffe/build.py as a module (the folder is not a package, and 'caffe' is pycaffe)."""
-    spec = importlib.util.spec_from_file_location("model_libs_caffe_build",
-                                                  REPO / "caffe" / "build.py")
+    spec = importlib.util.spec_from_file_location("model_libs_caffe_build", REPO / "caffe" / "build.py")
     mod = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     spec.loader.exec_module(mod)
@@ -47,8 +46,9 @@ def test_pinned_source_is_a_sha256():
 
 
 def test_missing_system_package_is_named(build, monkeypatch, capsys):
-    monkeypatch.setattr(build, "SYSTEM_FILES",
-                        [*build.SYSTEM_FILES, ("/nonexistent/include/foo.h", "libfoo-dev")])
+    monkeypatch.setattr(
+        build, "SYSTEM_FILES", [*build.SYSTEM_FILES, ("/nonexistent/include/foo.h", "libfoo-dev")]
+    )
     monkeypatch.setattr(build, "cache_key", lambda src: "k")
     rc = build.main(["--jobs", "1"])
     err = capsys.readouterr().err
@@ -108,8 +108,7 @@ def test_build_script_exits_1_with_one_error_line(tmp_path):
     script_dir.mkdir()
     for name in ("build.py", "source.json", "prune.txt", "Makefile.config.in"):
         (script_dir / name).write_bytes((REPO / "caffe" / name).read_bytes())
-    res = subprocess.run([sys.executable, str(script_dir / "build.py")], capture_output=True,
-                         text=True)
+    res = subprocess.run([sys.executable, str(script_dir / "build.py")], capture_output=True, text=True)
     assert res.returncode == 1
     errs = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
     assert len(errs) == 1 and "caffe.proto" in errs[0]
@@ -149,8 +148,7 @@ def test_caffe_root_points_at_a_user_build(tmp_path, monkeypatch):
 def test_info_without_any_caffe_says_how_to_get_one(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("CAFFE_ROOT", raising=False)
     monkeypatch.setattr(caffe_env, "PROJECT_INSTALL", tmp_path / "none")
-    monkeypatch.setattr(caffe_env, "_project_install",
-                        lambda root=tmp_path / "none": None)
+    monkeypatch.setattr(caffe_env, "_project_install", lambda root=tmp_path / "none": None)
     assert caffe_env.main([]) == 1
     out = capsys.readouterr().out
     assert "NOT FOUND" in out and "scripts/setup.sh" in out

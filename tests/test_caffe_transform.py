@@ -20,8 +20,8 @@ from tests.caffe_support import annotated_datum, require_caffe, scene, write_lmd
 
 pytestmark = pytest.mark.caffe
 
-N = 64        # images per batch
-BATCHES = 8   # batches per test: 512 draws
+N = 64  # images per batch
+BATCHES = 8  # batches per test: 512 draws
 # With 512 draws a frequency is within 0.09 (4 standard deviations) of its probability.
 TOL = 0.09
 
@@ -33,8 +33,9 @@ def caffe():
     return c
 
 
-def data_net(tmp: Path, lmdb: Path, transform: dict, sampler: list[dict] | None = None,
-             batch: int = N) -> Path:
+def data_net(
+    tmp: Path, lmdb: Path, transform: dict, sampler: list[dict] | None = None, batch: int = N
+) -> Path:
     """A net with one AnnotatedData layer (TRAIN) reading ``lmdb``."""
     net = caffe_pb2.NetParameter(name="data_only")
     layer = net.layer.add(name="data", type="AnnotatedData", top=["data", "label"])
@@ -86,28 +87,28 @@ def flat_draws(caffe, tmp, distort: dict):
     img = np.empty((64, 64, 3), np.uint8)
     img[:] = FLAT
     lmdb = one_image_lmdb(tmp, img, [(1, 0.25, 0.25, 0.75, 0.75)])
-    imgs, _ = draws(caffe, data_net(tmp, lmdb, {"resize_param": WARP64,
-                                                 "distort_param": distort}))
+    imgs, _ = draws(caffe, data_net(tmp, lmdb, {"resize_param": WARP64, "distort_param": distort}))
     return imgs.reshape(len(imgs), -1, 3).mean(axis=1)  # mean BGR per draw
 
 
 def test_resize_warps_to_the_net_size_with_each_interp_mode(caffe, tmp_path):
     img = scene(60, 100, [(1, 0.2, 0.2, 0.6, 0.8)])
     lmdb = one_image_lmdb(tmp_path, img, [(1, 0.2, 0.2, 0.6, 0.8)])
-    modes = [caffe_pb2.ResizeParameter.LINEAR, caffe_pb2.ResizeParameter.AREA,
-             caffe_pb2.ResizeParameter.NEAREST, caffe_pb2.ResizeParameter.CUBIC,
-             caffe_pb2.ResizeParameter.LANCZOS4]
-    rp = {"resize_mode": caffe_pb2.ResizeParameter.WARP, "height": 48, "width": 40,
-          "interp_mode": modes}
+    modes = [
+        caffe_pb2.ResizeParameter.LINEAR,
+        caffe_pb2.ResizeParameter.AREA,
+        caffe_pb2.ResizeParameter.NEAREST,
+        caffe_pb2.ResizeParameter.CUBIC,
+        caffe_pb2.ResizeParameter.LANCZOS4,
+    ]
+    rp = {"resize_mode": caffe_pb2.ResizeParameter.WARP, "height": 48, "width": 40, "interp_mode": modes}
     imgs, labels = draws(caffe, data_net(tmp_path, lmdb, {"resize_param": rp}), batches=1)
     assert imgs.shape == (N, 48, 40, 3)
     for lab in labels:  # WARP keeps normalised boxes
         np.testing.assert_allclose(lab[0, 3:7], [0.2, 0.2, 0.6, 0.8], atol=1e-5)
     # each draw is the image resized with one of the listed modes, and several are used
-    cv_modes = [cv2.INTER_LINEAR, cv2.INTER_AREA, cv2.INTER_NEAREST, cv2.INTER_CUBIC,
-                cv2.INTER_LANCZOS4]
-    refs = np.stack([cv2.resize(img, (40, 48), interpolation=m).astype(np.float32)
-                     for m in cv_modes])
+    cv_modes = [cv2.INTER_LINEAR, cv2.INTER_AREA, cv2.INTER_NEAREST, cv2.INTER_CUBIC, cv2.INTER_LANCZOS4]
+    refs = np.stack([cv2.resize(img, (40, 48), interpolation=m).astype(np.float32) for m in cv_modes])
     err = np.abs(imgs[:, None] - refs[None]).mean(axis=(2, 3, 4))  # draws x modes
     assert (err.min(axis=1) < 1.5).all()
     assert len({tuple(np.round(im[::7, ::7, 2]).ravel()) for im in imgs}) >= 3
@@ -124,8 +125,7 @@ def test_brightness_adds_one_delta_with_its_probability(caffe, tmp_path):
 
 
 def test_contrast_scales_with_its_probability(caffe, tmp_path):
-    m = flat_draws(caffe, tmp_path, {"contrast_prob": 0.5, "contrast_lower": 0.5,
-                                     "contrast_upper": 1.5})
+    m = flat_draws(caffe, tmp_path, {"contrast_prob": 0.5, "contrast_lower": 0.5, "contrast_upper": 1.5})
     ratio = m / np.array(FLAT)
     changed = np.abs(ratio - 1).max(axis=1) > 0.03
     assert abs(changed.mean() - 0.5) < TOL
@@ -140,8 +140,9 @@ def _hsv(bgr_means: np.ndarray) -> np.ndarray:
 
 
 def test_saturation_changes_saturation_not_hue(caffe, tmp_path):
-    m = flat_draws(caffe, tmp_path, {"saturation_prob": 0.5, "saturation_lower": 0.5,
-                                     "saturation_upper": 1.5})
+    m = flat_draws(
+        caffe, tmp_path, {"saturation_prob": 0.5, "saturation_lower": 0.5, "saturation_upper": 1.5}
+    )
     hsv, ref = _hsv(m), _hsv(np.array([FLAT], float))[0]
     changed = np.abs(hsv[:, 1] - ref[1]) > 4
     assert abs(changed.mean() - 0.5) < TOL
@@ -169,11 +170,23 @@ def test_channel_reordering_permutes_channels_with_its_probability(caffe, tmp_pa
 
 
 def test_no_distortion_when_probabilities_are_zero(caffe, tmp_path):
-    m = flat_draws(caffe, tmp_path, {"brightness_prob": 0, "brightness_delta": 32,
-                                     "contrast_prob": 0, "contrast_lower": 0.5,
-                                     "contrast_upper": 1.5, "hue_prob": 0, "hue_delta": 18,
-                                     "saturation_prob": 0, "saturation_lower": 0.5,
-                                     "saturation_upper": 1.5, "random_order_prob": 0})
+    m = flat_draws(
+        caffe,
+        tmp_path,
+        {
+            "brightness_prob": 0,
+            "brightness_delta": 32,
+            "contrast_prob": 0,
+            "contrast_lower": 0.5,
+            "contrast_upper": 1.5,
+            "hue_prob": 0,
+            "hue_delta": 18,
+            "saturation_prob": 0,
+            "saturation_lower": 0.5,
+            "saturation_upper": 1.5,
+            "random_order_prob": 0,
+        },
+    )
     assert np.abs(m - np.array(FLAT)).max() < 2
 
 
@@ -186,8 +199,11 @@ def test_expansion_keeps_boxes_on_objects_over_a_mean_canvas(caffe, tmp_path):
     box = (1, 0.3, 0.2, 0.7, 0.6)
     img = scene(100, 100, [box], bg=BG, colors={1: OBJ})
     lmdb = one_image_lmdb(tmp_path, img, [box])
-    t = {"mean_value": MEAN, "resize_param": {**WARP64, "height": 100, "width": 100},
-         "expand_param": {"prob": 0.5, "max_expand_ratio": 4.0}}
+    t = {
+        "mean_value": MEAN,
+        "resize_param": {**WARP64, "height": 100, "width": 100},
+        "expand_param": {"prob": 0.5, "max_expand_ratio": 4.0},
+    }
     imgs, labels = draws(caffe, data_net(tmp_path, lmdb, t))
     obj = np.array(OBJ, float) - MEAN
     bg = np.array(BG, float) - MEAN
@@ -223,8 +239,10 @@ def test_expansion_disabled_keeps_the_image(caffe, tmp_path):
     box = (2, 0.1, 0.1, 0.5, 0.9)
     img = scene(50, 50, [box], bg=BG, colors={2: OBJ})
     lmdb = one_image_lmdb(tmp_path, img, [box])
-    t = {"resize_param": {**WARP64, "height": 50, "width": 50},
-         "expand_param": {"prob": 0.0, "max_expand_ratio": 4.0}}
+    t = {
+        "resize_param": {**WARP64, "height": 50, "width": 50},
+        "expand_param": {"prob": 0.0, "max_expand_ratio": 4.0},
+    }
     imgs, labels = draws(caffe, data_net(tmp_path, lmdb, t), batches=1)
     for lab in labels:
         np.testing.assert_allclose(lab[0, 3:7], box[1:], atol=1e-5)
@@ -236,12 +254,18 @@ def test_crop_emits_only_boxes_whose_centre_is_kept(caffe, tmp_path):
     boxes = [(1, 0.05, 0.3, 0.25, 0.7), (2, 0.75, 0.3, 0.95, 0.7)]
     img = scene(100, 100, boxes, bg=BG, colors={1: (255, 0, 0), 2: (0, 255, 0)})
     lmdb = one_image_lmdb(tmp_path, img, boxes)
-    t = {"resize_param": {**WARP64, "height": 100, "width": 100},
-         "emit_constraint": {"emit_type": caffe_pb2.EmitConstraint.CENTER}}
-    sampler = [{"sampler": {"min_scale": 0.3, "max_scale": 1.0, "min_aspect_ratio": 0.5,
-                            "max_aspect_ratio": 2.0},
-                "sample_constraint": {"max_jaccard_overlap": 1.0},
-                "max_trials": 50, "max_sample": 1}]
+    t = {
+        "resize_param": {**WARP64, "height": 100, "width": 100},
+        "emit_constraint": {"emit_type": caffe_pb2.EmitConstraint.CENTER},
+    }
+    sampler = [
+        {
+            "sampler": {"min_scale": 0.3, "max_scale": 1.0, "min_aspect_ratio": 0.5, "max_aspect_ratio": 2.0},
+            "sample_constraint": {"max_jaccard_overlap": 1.0},
+            "max_trials": 50,
+            "max_sample": 1,
+        }
+    ]
     imgs, labels = draws(caffe, data_net(tmp_path, lmdb, t, sampler), batches=2)
     counts = []
     for im, lab in zip(imgs, labels):

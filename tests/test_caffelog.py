@@ -55,7 +55,7 @@ def test_table_plot_and_command(tmp_path, capsys):
 
 def test_runner_tees_the_log_and_reports_failures(tmp_path):
     script = tmp_path / "fake_caffe.sh"
-    script.write_text("#!/bin/sh\ncat \"$1\"\nexit $2\n")
+    script.write_text('#!/bin/sh\ncat "$1"\nexit $2\n')
     script.chmod(0o755)
     src = tmp_path / "src.log"
     src.write_text(LOG)

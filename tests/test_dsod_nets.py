@@ -45,7 +45,13 @@ def test_grp_dsod320_size_and_priors(deploys):
     assert s.priors == 17_078
     per_layer = s.priors_by_layer()
     assert [per_layer[f"Recurrent{i}_gate_norm_mbox_priorbox"] for i in range(1, 7)] == [
-        40 * 40 * 8, 20 * 20 * 8, 10 * 10 * 8, 5 * 5 * 8, 3 * 3 * 6, 2 * 2 * 6]
+        40 * 40 * 8,
+        20 * 20 * 8,
+        10 * 10 * 8,
+        5 * 5 * 8,
+        3 * 3 * 6,
+        2 * 2 * 6,
+    ]
 
 
 def test_grp_gate_scales_take_their_scale_from_a_second_bottom():
@@ -60,16 +66,23 @@ def test_grp_gate_scales_take_their_scale_from_a_second_bottom():
 def test_dsod300_priors_per_source(deploys):
     per_layer = deploys["DSOD300"].priors_by_layer()
     assert per_layer == {
-        "First_norm_mbox_priorbox": 38 * 38 * 4, "Second_norm_mbox_priorbox": 19 * 19 * 6,
-        "Third_norm_mbox_priorbox": 10 * 10 * 6, "Fourth_norm_mbox_priorbox": 5 * 5 * 6,
-        "Fifth_norm_mbox_priorbox": 3 * 3 * 4, "Sixth_norm_mbox_priorbox": 2 * 2 * 4}
+        "First_norm_mbox_priorbox": 38 * 38 * 4,
+        "Second_norm_mbox_priorbox": 19 * 19 * 6,
+        "Third_norm_mbox_priorbox": 10 * 10 * 6,
+        "Fourth_norm_mbox_priorbox": 5 * 5 * 6,
+        "Fifth_norm_mbox_priorbox": 3 * 3 * 4,
+        "Sixth_norm_mbox_priorbox": 2 * 2 * 4,
+    }
 
 
 def test_dsod512_uses_ssd512_priors(deploys):
     s = deploys["DSOD512"]
     assert s.priors == 24_564  # SSD512's count
-    assert list(s.priors_by_layer())[-3:] == ["Fifth__norm_mbox_priorbox", "Sixth__norm_mbox_priorbox",
-                                               "Seventh__norm_mbox_priorbox"]
+    assert list(s.priors_by_layer())[-3:] == [
+        "Fifth__norm_mbox_priorbox",
+        "Sixth__norm_mbox_priorbox",
+        "Seventh__norm_mbox_priorbox",
+    ]
 
 
 def test_head_layers_and_shapes():
@@ -84,7 +97,7 @@ def test_head_layers_and_shapes():
     assert list(prior.aspect_ratio) == [2.0, 3.0] and prior.flip and not prior.clip
     assert prior.step == 16
     shapes = summarize(net).blob_shapes
-    assert shapes["First"] == [1, 800, 38, 38]   # 128 + 6*48 -> 416, + 8*48 = 800
+    assert shapes["First"] == [1, 800, 38, 38]  # 128 + 6*48 -> 416, + 8*48 = 800
     assert shapes["Second"] == [1, 512, 19, 19]
     assert shapes["mbox_loc"] == [1, 8744 * 4]
     assert shapes["mbox_conf_flatten"] == [1, 8744 * 21]
@@ -110,9 +123,16 @@ def test_train_and_test_net_structure():
     assert len(test.layer[0].annotated_data_param.batch_sampler) == 1  # pycaffe's default [{}]
 
 
-@pytest.mark.parametrize("model,gpus,batch,iter_size", [
-    ("DSOD300", list(range(8)), 4, 4), ("GRP_DSOD320", list(range(8)), 6, 3),
-    ("DSOD300", [], 32, 4), ("DSOD300", [0, 1], 16, 4), ("GRP_DSOD320", [], 48, 2)])
+@pytest.mark.parametrize(
+    "model,gpus,batch,iter_size",
+    [
+        ("DSOD300", list(range(8)), 4, 4),
+        ("GRP_DSOD320", list(range(8)), 6, 3),
+        ("DSOD300", [], 32, 4),
+        ("DSOD300", [0, 1], 16, 4),
+        ("GRP_DSOD320", [], 48, 2),
+    ],
+)
 def test_batch_split_as_official_scripts(model, gpus, batch, iter_size):
     r = recipe(model)
     assert r.split_batch(gpus) == (batch, iter_size)

@@ -13,8 +13,24 @@ def test_bench_deploy_smoke(tmp_path, capsys):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     out = tmp_path / "b.json"
-    assert mod.main(["--model", "DSOD300_smallest", "--batches", "1", "2", "--seconds", "0",
-                     "--engines", "opencv", "--json", str(out)]) == 0
+    assert (
+        mod.main(
+            [
+                "--model",
+                "DSOD300_smallest",
+                "--batches",
+                "1",
+                "2",
+                "--seconds",
+                "0",
+                "--engines",
+                "opencv",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "images/s" in text and "GFLOP/s" in text and "peak" in text
     data = json.loads(out.read_text())

@@ -54,7 +54,7 @@ def test_blob_shapes_and_values():
     assert cm.blob_shape(lb) == [1, 2, 3, 4] and cm.is_legacy(lb)
     assert cm.shape_matches(lb, [2, 3, 4]) and cm.shape_matches(lb, [1, 2, 3, 4])
     assert not cm.shape_matches(lb, [3, 2, 4])
-    assert not cm.shape_matches(b, [1, 2, 3, 4])     # the shape form compares exactly
+    assert not cm.shape_matches(b, [1, 2, 3, 4])  # the shape form compares exactly
     d = caffe_pb2.BlobProto(num=1, channels=2, height=1, width=2, double_data=[1.5, 2, 3, 4])
     assert cm.blob_array(d).dtype == np.float32 and cm.blob_array(d).shape == (1, 2, 1, 2)
     bad = caffe_pb2.BlobProto(data=[1, 2, 3])
@@ -79,12 +79,12 @@ def test_check_reports_missing_extra_and_shape_mismatches():
     d = deploy("DSOD300_smallest")
     w = weights_net("DSOD300_smallest")
     assert cm.check(d, w).ok
-    w.layer[0].name = "renamed_conv"                       # Convolution1 missing + 1 extra
+    w.layer[0].name = "renamed_conv"  # Convolution1 missing + 1 extra
     conv = next(layer for layer in w.layer if layer.name == "Convolution2")
-    conv.blobs[0].shape.dim[1] += 1                        # shape mismatch
+    conv.blobs[0].shape.dim[1] += 1  # shape mismatch
     conv.blobs[0].data.extend([0.0] * (len(conv.blobs[0].data) // (conv.blobs[0].shape.dim[1] - 1)))
     bn = next(layer for layer in w.layer if layer.type == "BatchNorm")
-    del bn.blobs[2]                                        # blob count mismatch
+    del bn.blobs[2]  # blob count mismatch
     r = cm.check(d, w)
     assert not r.ok
     assert any("Convolution1" in m for m in r.missing)

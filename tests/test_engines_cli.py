@@ -34,7 +34,7 @@ def test_weights_init_show_check(files, tmp_path, capsys):
     assert "5,872,372 values" in capsys.readouterr().out
     again = tmp_path / "again.caffemodel"
     main(["weights", "init", "--deploy", str(d), "--out", str(again), "--seed", "4"])
-    assert out.read_bytes() == again.read_bytes()              # deterministic by seed
+    assert out.read_bytes() == again.read_bytes()  # deterministic by seed
     assert main(["weights", "show", str(out), "--limit", "4"]) == 0
     text = capsys.readouterr().out
     assert "Convolution1" in text and "stored values: 5,872,372" in text
@@ -61,8 +61,26 @@ def test_detect_prints_draws_and_writes_json(files, tmp_path, capsys):
     lm.write_text("\n".join(f'item {{ name: "n{i}" label: {i} display_name: "c{i}" }}' for i in range(21)))
     js = tmp_path / "out" / "dets.json"
     draw = tmp_path / "drawn"
-    rc = main(["detect", "--deploy", str(d), "--weights", str(w), "--labelmap", str(lm), "--threshold", "0.2",
-               "--batch", "2", "--draw", str(draw), "--json", str(js), str(imgs)])
+    rc = main(
+        [
+            "detect",
+            "--deploy",
+            str(d),
+            "--weights",
+            str(w),
+            "--labelmap",
+            str(lm),
+            "--threshold",
+            "0.2",
+            "--batch",
+            "2",
+            "--draw",
+            str(draw),
+            "--json",
+            str(js),
+            str(imgs),
+        ]
+    )
     assert rc == 0
     cap = capsys.readouterr()
     assert "engine: opencv (auto:" in cap.err

@@ -82,7 +82,7 @@ def test_comparison_helpers_accept_equal_and_reject_different():
     x = _batch(model)
     names = [*RAW_OUTPUTS, "detection_out"]
     both = eng.forward(x, names)
-    singles = [eng.forward(x[i:i + 1], names) for i in range(2)]
+    singles = [eng.forward(x[i : i + 1], names) for i in range(2)]
     assert blob_differences({"mbox_loc": both["mbox_loc"][1:]}, {"mbox_loc": singles[1]["mbox_loc"]}) == []
     rows = both["detection_out"].reshape(-1, 7)
     first = rows[rows[:, 0] == 0]
@@ -94,4 +94,3 @@ def test_comparison_helpers_accept_equal_and_reject_different():
     rescored[0, 2] += 1e-3
     assert detection_differences(rescored, singles[0]["detection_out"])
     assert detection_differences(first[1:], singles[0]["detection_out"])
-

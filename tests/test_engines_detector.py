@@ -30,29 +30,34 @@ def test_preprocess_is_the_dsod_transform():
     manual -= np.array([104, 117, 123], np.float32)
     assert np.array_equal(x[0], manual.transpose(2, 0, 1))
     y = preprocess([img], (20, 30), mean=(1, 2, 3), scale=0.5)
-    manual = (cv2.resize(img, (30, 20), interpolation=cv2.INTER_LINEAR).astype(np.float32)
-              - np.array([1, 2, 3], np.float32)) * 0.5
+    manual = (
+        cv2.resize(img, (30, 20), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+        - np.array([1, 2, 3], np.float32)
+    ) * 0.5
     assert y.shape == (1, 3, 20, 30) and np.array_equal(y[0], manual.transpose(2, 0, 1))
     gray = img[:, :, 0]
     g = preprocess([gray], (8, 8))[0]
-    assert np.array_equal(g[0] + 104, g[2] + 123)          # gray -> three equal channels
+    assert np.array_equal(g[0] + 104, g[2] + 123)  # gray -> three equal channels
     with pytest.raises(ModelLibsError, match="image must be"):
         preprocess([np.zeros((4, 4, 2), np.uint8)], (8, 8))
 
 
 def test_to_detections_pixels_clipping_threshold_and_no_detection_rows():
-    rows = np.array([
-        [0, 1, 0.9, 0.1, 0.2, 0.5, 0.6],
-        [1, 2, 0.4, -0.1, 0.5, 1.2, 1.0],
-        [0, 2, 0.95, 0.0, 0.0, 1.0, 1.0],
-        [-1, -1, -1, -1, -1, -1, -1],       # Caffe's "nothing detected" row
-        [1, 1, 0.05, 0.1, 0.1, 0.2, 0.2],
-    ], np.float32)[None, None]
+    rows = np.array(
+        [
+            [0, 1, 0.9, 0.1, 0.2, 0.5, 0.6],
+            [1, 2, 0.4, -0.1, 0.5, 1.2, 1.0],
+            [0, 2, 0.95, 0.0, 0.0, 1.0, 1.0],
+            [-1, -1, -1, -1, -1, -1, -1],  # Caffe's "nothing detected" row
+            [1, 1, 0.05, 0.1, 0.1, 0.2, 0.2],
+        ],
+        np.float32,
+    )[None, None]
     dets = to_detections(rows, 2, [(100, 200), (50, 80)], {1: "aeroplane"}, threshold=0.1)
-    assert [d.score for d in dets[0]] == pytest.approx([0.95, 0.9])        # sorted by score
+    assert [d.score for d in dets[0]] == pytest.approx([0.95, 0.9])  # sorted by score
     d = dets[0][1]
     assert d.label == 1 and d.name == "aeroplane"
-    assert d.box == pytest.approx((20.0, 20.0, 100.0, 60.0))               # x by width, y by height
+    assert d.box == pytest.approx((20.0, 20.0, 100.0, 60.0))  # x by width, y by height
     (e,) = dets[1]
     assert e.name == "2" and e.box == pytest.approx((0.0, 25.0, 80.0, 50.0))  # clipped
     assert e.to_dict()["box"] == pytest.approx([0.0, 25.0, 80.0, 50.0])
@@ -72,8 +77,9 @@ def test_labelmap(tmp_path):
 
 def test_detector_batches_like_single_images_and_names_labels(tmp_path):
     lm = tmp_path / "lm.prototxt"
-    lm.write_text("\n".join(f'item {{ name: "c{i}" label: {i} display_name: "class{i}" }}'
-                            for i in range(21)))
+    lm.write_text(
+        "\n".join(f'item {{ name: "c{i}" label: {i} display_name: "class{i}" }}' for i in range(21))
+    )
     det = Detector(deploy(MODEL), weights_net(MODEL), engine="opencv", labelmap=lm, batch_size=3)
     assert det.engine_name == "opencv" and det.engine_reason == "requested"
     imgs = sample_images(5)
@@ -168,10 +174,10 @@ def test_caffe_engine_protocol_with_a_pycaffe_stand_in(monkeypatch):
     det = Detector(deploy(MODEL), weights_net(MODEL), engine="caffe", batch_size=2)
     assert det.engine_name == "caffe"
     assert calls[0] == ("cpu",) and calls[1][0] == "Net" and calls[1][3] == 1
-    assert "save_output_param" not in calls[1][1]            # nothing saved at inference
+    assert "save_output_param" not in calls[1][1]  # nothing saved at inference
     assert calls[1][2] == random_weights(MODEL)
     got = det.detect(imgs)
-    assert [c[1][0] for c in calls if c[0] == "reshape"] == [2, 1]   # batch 2, then the last image
+    assert [c[1][0] for c in calls if c[0] == "reshape"] == [2, 1]  # batch 2, then the last image
     ref = Detector(deploy(MODEL), weights_net(MODEL), engine="opencv", batch_size=2).detect(imgs)
     for a, b in zip(got, ref):
         rows = lambda ds: np.array([[0, d.label, d.score, *d.box] for d in ds]).reshape(-1, 7)  # noqa: E731

@@ -22,7 +22,7 @@ def test_xavier_is_uniform_in_sqrt3_over_fan_in():
     rng = np.random.default_rng(0)
     shape = [64, 32, 3, 3]
     a = fill(_filler(type="xavier"), shape, rng)
-    bound = math.sqrt(3 / (32 * 9))                        # fan_in = count / num
+    bound = math.sqrt(3 / (32 * 9))  # fan_in = count / num
     assert a.dtype == np.float32 and list(a.shape) == shape
     assert np.abs(a).max() <= bound and np.abs(a).max() > 0.99 * bound
     assert abs(a.std() - bound / math.sqrt(3)) < 0.02 * bound
@@ -37,7 +37,7 @@ def test_msra_gaussian_constant_uniform():
     g = fill(_filler(type="gaussian", std=0.01, mean=0.5), [1000, 10], rng)
     assert abs(g.std() - 0.01) < 5e-4 and abs(g.mean() - 0.5) < 1e-3
     assert np.all(fill(_filler(type="constant", value=20), [7], rng) == 20)
-    assert np.all(fill(_filler(), [3], rng) == 0)          # Caffe's default filler: constant 0
+    assert np.all(fill(_filler(), [3], rng) == 0)  # Caffe's default filler: constant 0
     u = fill(_filler(type="uniform", min=-2, max=-1), [500], rng)
     assert u.min() >= -2 and u.max() <= -1
     with pytest.raises(ModelLibsError, match="unknown filler"):
@@ -80,7 +80,7 @@ def test_deploy_init_follows_layer_fillers_and_batchnorm_identity():
             assert np.abs(arrays[0]).max() <= math.sqrt(3 / fan_in)
     assert {"BatchNorm", "Normalize", "Deconvolution", "Scale", "Convolution", "InnerProduct"} <= kinds
     gate_scales = [x.name for x in d.layer if x.type == "Scale" and len(x.bottom) == 2]
-    assert gate_scales and not any(n in w for n in gate_scales)   # 2-bottom Scale stores nothing
+    assert gate_scales and not any(n in w for n in gate_scales)  # 2-bottom Scale stores nothing
 
 
 def test_init_is_deterministic_by_seed_and_randomize_perturbs():

@@ -60,7 +60,7 @@ def _conv(x, w, b, pad):
     out = np.zeros((n, o, h + 2 * pad - kh + 1, wd + 2 * pad - kw + 1))
     for i in range(kh):
         for j in range(kw):
-            patch = xp[:, :, i:i + out.shape[2], j:j + out.shape[3]]
+            patch = xp[:, :, i : i + out.shape[2], j : j + out.shape[3]]
             out += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
     return out + b[None, :, None, None]
 
@@ -71,8 +71,9 @@ def _deconv(x, w, stride):
     out = np.zeros((n, o, stride * (h - 1) + k, stride * (wd - 1) + k))
     for y in range(h):
         for xx in range(wd):
-            out[:, :, y * stride:y * stride + k, xx * stride:xx * stride + k] += \
-                np.einsum("nc,cokl->nokl", x[:, :, y, xx], w)
+            out[:, :, y * stride : y * stride + k, xx * stride : xx * stride + k] += np.einsum(
+                "nc,cokl->nokl", x[:, :, y, xx], w
+            )
     return out
 
 
@@ -90,12 +91,12 @@ def _reference(x, p):
     fc = 1 / (1 + np.exp(-(pool @ fw.T + fb)))
     gate = conv * fc[:, :, None, None]
     f1w, f1b = p["fc1"]
-    fc1 = 1 / (1 + np.exp(-(pool @ f1w.T + f1b)))              # (N, 1) -> Reshape [-1] -> (N,)
+    fc1 = 1 / (1 + np.exp(-(pool @ f1w.T + f1b)))  # (N, 1) -> Reshape [-1] -> (N,)
     ggate = gate * fc1.reshape(-1)[:, None, None, None]
     total = conv + ggate
     up2 = _deconv(total, p["up2"][0], 2)
     up1 = _deconv(total, p["up1"][0], 2)
-    norm = up2 / np.sqrt((up2 ** 2).sum(axis=1, keepdims=True) + 1e-10) * p["norm"][0][None, :, None, None]
+    norm = up2 / np.sqrt((up2**2).sum(axis=1, keepdims=True) + 1e-10) * p["norm"][0][None, :, None, None]
     return {"gate": gate, "ggate": ggate, "sum": total, "up2": up2, "up1": up1, "norm": norm}
 
 
@@ -132,13 +133,13 @@ def test_opencv_runs_every_dsod_variant(model):
     assert out["mbox_loc"].shape == (2, n_priors * 4)
     assert out["mbox_priorbox"].shape == (1, 2, n_priors * 4)
     conf = out["mbox_conf_flatten"].reshape(2, n_priors, -1)
-    np.testing.assert_allclose(conf.sum(axis=2), 1, rtol=1e-5)        # softmax over classes
+    np.testing.assert_allclose(conf.sum(axis=2), 1, rtol=1e-5)  # softmax over classes
     for k, v in out.items():
         assert np.all(np.isfinite(v)), k
-    assert np.std(out["mbox_loc"]) > 1e-3 and np.ptp(conf) > 1e-3       # non-trivial head
+    assert np.std(out["mbox_loc"]) > 1e-3 and np.ptp(conf) > 1e-3  # non-trivial head
     rows = out["detection_out"].reshape(-1, 7)
     assert set(np.unique(rows[:, 0])) <= {0.0, 1.0}
-    assert np.all(rows[:, 1] >= 1) and np.all(rows[:, 2] >= 0.01)       # no background, threshold
+    assert np.all(rows[:, 1] >= 1) and np.all(rows[:, 2] >= 0.01)  # no background, threshold
 
 
 def test_mismatched_caffemodel_is_a_clear_error_not_an_opencv_crash(tmp_path):

@@ -41,8 +41,7 @@ def test_hand_computed_values():
 def test_integral_has_no_envelope_but_max_integral_does():
     # FP TP TP, 2 positives: prec 0, 1/2, 2/3 at rec 0, 1/2, 1.
     tp, fp = pairs([0, 1, 1])
-    assert compute_ap(tp, 2, fp, "Integral")[0] == pytest.approx(0.5 * 0.5 + 0.5 * 2 / 3,
-                                                                  abs=1e-6)
+    assert compute_ap(tp, 2, fp, "Integral")[0] == pytest.approx(0.5 * 0.5 + 0.5 * 2 / 3, abs=1e-6)
     assert compute_ap(tp, 2, fp, "MaxIntegral")[0] == pytest.approx(2 / 3, abs=1e-6)
 
 
@@ -125,7 +124,7 @@ def test_matches_literal_transcription(seed, version):
         num_pos = 1
     if seed % 5 == 0:  # recall values that land exactly on tenths
         num_pos = 10
-        flags = flags[: 10] + [0] * max(0, n - 10)
+        flags = flags[:10] + [0] * max(0, n - 10)
     tp, fp = pairs(flags, scores)
     got = compute_ap(tp, num_pos, fp, version)[0]
     assert got == literal_compute_ap(tp, num_pos, fp, version)
@@ -152,18 +151,23 @@ def test_detection_evaluate_rows():
         [1, 2, 0, 0.2, 0.2, 0.8, 0.8, 0],
     ]
     det = [
-        [0, 1, 0.9, 0.1, 0.1, 0.4, 0.4],      # TP
-        [0, 1, 0.8, 0.1, 0.1, 0.41, 0.4],     # duplicate -> FP
-        [0, 1, 0.7, 0.6, 0.6, 0.9, 0.9],      # difficult -> tp = fp = 0
-        [0, 2, 0.6, 0.1, 0.1, 0.4, 0.4],      # no GT of label 2 in image 0 -> FP
-        [1, 2, 0.5, 0.2, 0.2, 0.8, 0.8],      # TP
-        [2, 1, 0.4, 0.2, 0.2, 0.8, 0.8],      # image without GT -> FP
+        [0, 1, 0.9, 0.1, 0.1, 0.4, 0.4],  # TP
+        [0, 1, 0.8, 0.1, 0.1, 0.41, 0.4],  # duplicate -> FP
+        [0, 1, 0.7, 0.6, 0.6, 0.9, 0.9],  # difficult -> tp = fp = 0
+        [0, 2, 0.6, 0.1, 0.1, 0.4, 0.4],  # no GT of label 2 in image 0 -> FP
+        [1, 2, 0.5, 0.2, 0.2, 0.8, 0.8],  # TP
+        [2, 1, 0.4, 0.2, 0.2, 0.8, 0.8],  # image without GT -> FP
     ]
     rows = detection_evaluate(det, gt, num_classes=3)
     want = [
-        [-1, 1, 1, -1, -1], [-1, 2, 1, -1, -1],
-        [0, 1, 0.9, 1, 0], [0, 1, 0.8, 0, 1], [0, 1, 0.7, 0, 0],
-        [0, 2, 0.6, 0, 1], [1, 2, 0.5, 1, 0], [2, 1, 0.4, 0, 1],
+        [-1, 1, 1, -1, -1],
+        [-1, 2, 1, -1, -1],
+        [0, 1, 0.9, 1, 0],
+        [0, 1, 0.8, 0, 1],
+        [0, 1, 0.7, 0, 0],
+        [0, 2, 0.6, 0, 1],
+        [1, 2, 0.5, 1, 0],
+        [2, 1, 0.4, 0, 1],
     ]
     np.testing.assert_allclose(rows, np.array(want, dtype=F), atol=1e-7)
     res = solver_map(rows, "Integral")
@@ -174,11 +178,17 @@ def test_detection_evaluate_rows():
 
 
 def test_solver_counts_labels_without_detections_in_the_denominator():
-    rows = np.array([
-        [-1, 1, 2, -1, -1], [-1, 2, 3, -1, -1], [-1, 3, 0, -1, -1],
-        [0, 1, 0.9, 1, 0], [1, 1, 0.8, 1, 0],
-        [0, 3, 0.7, 0, 1],
-    ], dtype=F)
+    rows = np.array(
+        [
+            [-1, 1, 2, -1, -1],
+            [-1, 2, 3, -1, -1],
+            [-1, 3, 0, -1, -1],
+            [0, 1, 0.9, 1, 0],
+            [1, 1, 0.8, 1, 0],
+            [0, 3, 0.7, 0, 1],
+        ],
+        dtype=F,
+    )
     res = solver_map(rows, "11point")
     assert res.ap == {1: pytest.approx(1.0), 3: 0.0}
     assert res.mAP == pytest.approx(1.0 / 3)  # label 2 skipped (no rows) but counted

@@ -69,8 +69,7 @@ def make_case(seed=0, n_images=25):
                 det.append([img, label, rng.random(), *(np.array(box) + j)])
         for _ in range(int(rng.integers(0, 4))):
             x1, y1 = rng.uniform(0, 0.7, 2)
-            det.append([img, int(rng.integers(1, NUM_CLASSES)), rng.random(), x1, y1,
-                        x1 + 0.2, y1 + 0.2])
+            det.append([img, int(rng.integers(1, NUM_CLASSES)), rng.random(), x1, y1, x1 + 0.2, y1 + 0.2])
     det = np.array(det, dtype=np.float32)
     det[:, 2] = np.round(det[:, 2], 5) + np.arange(len(det)) * 1e-7  # distinct scores
     return det, np.array(gt, dtype=np.float32)
@@ -99,7 +98,9 @@ layer { name: "b" type: "DummyData" top: "b"
 layer { name: "loss" type: "EuclideanLoss" bottom: "a" bottom: "b" top: "loss" }
 """
 
-RUNNER = IMPORT_CAFFE + """
+RUNNER = (
+    IMPORT_CAFFE
+    + """
 import json, sys
 import numpy as np
 spec = json.load(open(sys.argv[1]))
@@ -117,15 +118,27 @@ else:
     solver.test_nets[0].blobs["gt"].data[...] = gt.reshape(1, 1, -1, 8)
     solver.step(1)
 """
+)
 
 
 def _run(tmp_path, spec):
     (tmp_path / "runner.py").write_text(RUNNER)
     (tmp_path / "spec.json").write_text(json.dumps(spec))
-    env = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0",
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    p = subprocess.run([sys.executable, str(tmp_path / "runner.py"), str(tmp_path / "spec.json")],
-                       capture_output=True, text=True, cwd=REPO, env=env, timeout=300, check=False)
+    env = dict(
+        os.environ,
+        GLOG_logtostderr="1",
+        GLOG_minloglevel="0",
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    )
+    p = subprocess.run(
+        [sys.executable, str(tmp_path / "runner.py"), str(tmp_path / "spec.json")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+        check=False,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     return p.stderr
 
@@ -137,12 +150,20 @@ def test_detection_evaluate_layer_rows_match(tmp_path, seed):
     np.save(tmp_path / "det.npy", det)
     np.save(tmp_path / "gt.npy", gt)
     (tmp_path / "net.prototxt").write_text(net_prototxt(len(det), len(gt)))
-    _run(tmp_path, {"what": "layer", "det": str(tmp_path / "det.npy"),
-                    "gt": str(tmp_path / "gt.npy"), "net": str(tmp_path / "net.prototxt"),
-                    "out": str(tmp_path / "rows.npy")})
+    _run(
+        tmp_path,
+        {
+            "what": "layer",
+            "det": str(tmp_path / "det.npy"),
+            "gt": str(tmp_path / "gt.npy"),
+            "net": str(tmp_path / "net.prototxt"),
+            "out": str(tmp_path / "rows.npy"),
+        },
+    )
     caffe_rows = np.load(tmp_path / "rows.npy")
     ours = detection_evaluate(det, gt, NUM_CLASSES)
     assert caffe_rows.shape == ours.shape
+
     # The solver only sees the multiset of rows, so compare them in a canonical order
     # (image, label, descending score) rather than relying on the layer's map order.
     def canonical(r):
@@ -162,15 +183,21 @@ def test_solver_map_matches(tmp_path, ap_version):
     (tmp_path / "solver.prototxt").write_text(
         f'train_net: "{tmp_path / "train.prototxt"}"\n'
         f'test_net: "{tmp_path / "test.prototxt"}"\n'
-        'test_iter: 1\ntest_interval: 1000\ntest_initialization: true\n'
+        "test_iter: 1\ntest_interval: 1000\ntest_initialization: true\n"
         'eval_type: "detection"\n'
         f'ap_version: "{ap_version}"\n'
         'base_lr: 0\nlr_policy: "fixed"\nmax_iter: 1\ndisplay: 1\nsnapshot: 0\n'
-        'solver_mode: CPU\n'
+        "solver_mode: CPU\n"
     )
-    log = _run(tmp_path, {"what": "solver", "det": str(tmp_path / "det.npy"),
-                          "gt": str(tmp_path / "gt.npy"),
-                          "solver": str(tmp_path / "solver.prototxt")})
+    log = _run(
+        tmp_path,
+        {
+            "what": "solver",
+            "det": str(tmp_path / "det.npy"),
+            "gt": str(tmp_path / "gt.npy"),
+            "solver": str(tmp_path / "solver.prototxt"),
+        },
+    )
     m = re.findall(r"Test net output #0: detection_eval = ([-+0-9.eE]+)", log)
     assert m, log[-3000:]
     caffe_map = float(m[0])

@@ -16,23 +16,31 @@ from model_libs.evaluation.coco import STAT_NAMES, evaluate_coco
 
 def dataset(n_images=20, seed=0):
     rng = random.Random(seed)
-    images = [{"id": i + 1, "width": 640, "height": 480, "file_name": f"{i}.jpg"}
-              for i in range(n_images)]
+    images = [{"id": i + 1, "width": 640, "height": 480, "file_name": f"{i}.jpg"} for i in range(n_images)]
     cats = [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}, {"id": 7, "name": "bird"}]
     anns = []
     for im in images:
         for _ in range(rng.randint(1, 4)):
             w, h = rng.uniform(8, 300), rng.uniform(8, 300)
-            anns.append({"id": len(anns) + 1, "image_id": im["id"], "category_id":
-                         rng.choice([1, 2, 7]), "bbox": [rng.uniform(0, 300), rng.uniform(0, 150),
-                                                         w, h], "area": w * h, "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": im["id"],
+                    "category_id": rng.choice([1, 2, 7]),
+                    "bbox": [rng.uniform(0, 300), rng.uniform(0, 150), w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
     return {"images": images, "categories": cats, "annotations": anns}
 
 
 def test_perfect_detections_score_one(tmp_path):
     gt = dataset()
-    res = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
-            "score": 0.9} for a in gt["annotations"]]
+    res = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
+        for a in gt["annotations"]
+    ]
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     (tmp_path / "res.json").write_text(json.dumps(res))
     ev = evaluate_coco(tmp_path / "gt.json", tmp_path / "res.json")
@@ -60,14 +68,28 @@ def test_agrees_with_pycocotools_directly():
     for a in gt["annotations"]:
         for _ in range(int(rng.integers(0, 3))):
             x, y, w, h = a["bbox"]
-            res.append({"image_id": a["image_id"], "category_id": a["category_id"],
-                        "bbox": [x + rng.normal(0, 8), y + rng.normal(0, 8),
-                                 w * rng.uniform(0.7, 1.3), h * rng.uniform(0.7, 1.3)],
-                        "score": float(rng.random())})
+            res.append(
+                {
+                    "image_id": a["image_id"],
+                    "category_id": a["category_id"],
+                    "bbox": [
+                        x + rng.normal(0, 8),
+                        y + rng.normal(0, 8),
+                        w * rng.uniform(0.7, 1.3),
+                        h * rng.uniform(0.7, 1.3),
+                    ],
+                    "score": float(rng.random()),
+                }
+            )
     for _ in range(60):
-        res.append({"image_id": int(rng.integers(1, 41)), "category_id": int(rng.choice([1, 2, 7])),
-                    "bbox": [float(v) for v in rng.uniform(0, 200, 4) + [0, 0, 5, 5]],
-                    "score": float(rng.random())})
+        res.append(
+            {
+                "image_id": int(rng.integers(1, 41)),
+                "category_id": int(rng.choice([1, 2, 7])),
+                "bbox": [float(v) for v in rng.uniform(0, 200, 4) + [0, 0, 5, 5]],
+                "score": float(rng.random()),
+            }
+        )
     ev = evaluate_coco(gt, res)
     with contextlib.redirect_stdout(io.StringIO()):
         cg = COCO()
@@ -84,15 +106,24 @@ def test_agrees_with_pycocotools_directly():
     assert np.mean(list(ev.ap.values())) == pytest.approx(ev.stats["AP"], abs=1e-9)
 
 
-@pytest.mark.parametrize("entry, message", [
-    ({"image_id": 999, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.5},
-     r"entry 1: image_id 999 is not in the annotations"),
-    ({"image_id": 1, "category_id": 3, "bbox": [0, 0, 5, 5], "score": 0.5},
-     r"entry 1: category_id 3 is not in the annotations"),
-    ({"image_id": 1, "category_id": 1, "bbox": [0, 0, 5], "score": 0.5}, r"entry 1: bbox"),
-    ({"image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "score": float("nan")},
-     r"entry 1: score is nan"),
-])
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        (
+            {"image_id": 999, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.5},
+            r"entry 1: image_id 999 is not in the annotations",
+        ),
+        (
+            {"image_id": 1, "category_id": 3, "bbox": [0, 0, 5, 5], "score": 0.5},
+            r"entry 1: category_id 3 is not in the annotations",
+        ),
+        ({"image_id": 1, "category_id": 1, "bbox": [0, 0, 5], "score": 0.5}, r"entry 1: bbox"),
+        (
+            {"image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "score": float("nan")},
+            r"entry 1: score is nan",
+        ),
+    ],
+)
 def test_bad_results_name_file_and_entry(tmp_path, entry, message):
     good = {"image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.5}
     (tmp_path / "gt.json").write_text(json.dumps(dataset()))

@@ -44,11 +44,14 @@ def test_labelmap(tmp_path):
     assert foreground_classes(p) == ["aeroplane", "bicycle"]
 
 
-@pytest.mark.parametrize("text, message", [
-    ('item { name: "a" label: 1 }\nitem { name: "b" label: 1 }\n', r"duplicate label 1"),
-    ('item { name: "a" label: 1 }\n\nitem { label: 2 }\n', r"item 1 needs both a name and a label"),
-    ("layer { }\n", r"not a LabelMap text proto"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('item { name: "a" label: 1 }\nitem { name: "b" label: 1 }\n', r"duplicate label 1"),
+        ('item { name: "a" label: 1 }\n\nitem { label: 2 }\n', r"item 1 needs both a name and a label"),
+        ("layer { }\n", r"not a LabelMap text proto"),
+    ],
+)
 def test_bad_labelmap(tmp_path, text, message):
     p = tmp_path / "lm.prototxt"
     p.write_text(text)
@@ -79,14 +82,21 @@ def test_result_dir_rejects_classes_not_in_labelmap(tmp_path):
         read_result_dir(empty)
 
 
-@pytest.mark.parametrize("entry, message", [
-    ({"image_id": "a", "class": "cat", "score": 0.5}, "entry 1: needs keys"),
-    ({"image_id": "a", "class": "cat", "score": 0.5, "bbox": [1, 2, 3]}, "entry 1: bbox must"),
-    ({"image_id": "a", "class": "cat", "score": "high", "bbox": [1, 2, 3, 4]},
-     "entry 1: score and bbox must be numbers"),
-    ({"image_id": "a", "class": "cat", "score": float("nan"), "bbox": [1, 2, 3, 4]},
-     "entry 1: score is nan"),
-])
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"image_id": "a", "class": "cat", "score": 0.5}, "entry 1: needs keys"),
+        ({"image_id": "a", "class": "cat", "score": 0.5, "bbox": [1, 2, 3]}, "entry 1: bbox must"),
+        (
+            {"image_id": "a", "class": "cat", "score": "high", "bbox": [1, 2, 3, 4]},
+            "entry 1: score and bbox must be numbers",
+        ),
+        (
+            {"image_id": "a", "class": "cat", "score": float("nan"), "bbox": [1, 2, 3, 4]},
+            "entry 1: score is nan",
+        ),
+    ],
+)
 def test_json_detection_errors_name_the_entry(tmp_path, entry, message):
     good = {"image_id": "a", "class": "cat", "score": 0.5, "bbox": [1, 2, 3, 4]}
     p = tmp_path / "d.json"
@@ -96,8 +106,12 @@ def test_json_detection_errors_name_the_entry(tmp_path, entry, message):
 
 
 def test_table_marks_undefined_ap():
-    rep = {"mAP": 0.5, "ap": {"cat": 0.5, "bird": None}, "npos": {"cat": 3, "bird": 0},
-           "ndet": {"cat": 4, "bird": 1}}
+    rep = {
+        "mAP": 0.5,
+        "ap": {"cat": 0.5, "bird": None},
+        "npos": {"cat": 3, "bird": 0},
+        "ndet": {"cat": 4, "bird": 1},
+    }
     t = format_table(rep)
     assert "n/a" in t and "50.00" in t
     lines = t.splitlines()
@@ -118,9 +132,24 @@ def test_compare_handles_missing_and_undefined_classes():
 
 def test_benchmark_script_runs_small():
     repo = Path(__file__).resolve().parents[1]
-    p = subprocess.run([sys.executable, str(repo / "bench" / "bench_eval.py"), "--images", "40",
-                        "--per-image", "20", "--repeat", "1", "--files", "--naive"],
-                       capture_output=True, text=True, check=False, timeout=120)
+    p = subprocess.run(
+        [
+            sys.executable,
+            str(repo / "bench" / "bench_eval.py"),
+            "--images",
+            "40",
+            "--per-image",
+            "20",
+            "--repeat",
+            "1",
+            "--files",
+            "--naive",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     assert "evaluate_voc metric=area" in p.stdout
     diff = re.search(r"max \|AP diff\| = (\S+)", p.stdout)

@@ -70,20 +70,60 @@ def test_lmdb_ground_truth_recovers_pixel_boxes(tmp_path, raw_size):
 
 def test_cli_lmdb_matches_xml(tmp_path):
     root = write_vocdevkit(tmp_path / "VOCdevkit", GT)
-    res = write_results(tmp_path / "res", {
-        "cat": [("000001", 0.9, 10, 10, 59, 59), ("000002", 0.8, 1, 1, 352, 200),
-                ("000002", 0.7, 200, 200, 239, 239), ("000003", 0.2, 1, 1, 352, 499)],
-        "dog": [("000003", 0.6, 5, 5, 54, 104), ("000001", 0.5, 100, 100, 140, 149)],
-    })
+    res = write_results(
+        tmp_path / "res",
+        {
+            "cat": [
+                ("000001", 0.9, 10, 10, 59, 59),
+                ("000002", 0.8, 1, 1, 352, 200),
+                ("000002", 0.7, 200, 200, 239, 239),
+                ("000003", 0.2, 1, 1, 352, 499),
+            ],
+            "dog": [("000003", 0.6, 5, 5, 54, 104), ("000001", 0.5, 100, 100, 140, 149)],
+        },
+    )
     lm = tmp_path / "labelmap.prototxt"
-    lm.write_text("".join(f'item {{ name: "{n}" label: {k} display_name: "{n}" }}\n'
-                          for k, n in LABELS.items()))
+    lm.write_text(
+        "".join(f'item {{ name: "{n}" label: {k} display_name: "{n}" }}\n' for k, n in LABELS.items())
+    )
     write_lmdb(tmp_path / "lmdb")
     a, b = tmp_path / "a.json", tmp_path / "b.json"
-    assert main(["eval", "voc", "--root", str(root), "--set", "VOC2007:test", "--results",
-                 str(res), "--labelmap", str(lm), "--json", str(a)]) == 0
-    assert main(["eval", "voc", "--lmdb", str(tmp_path / "lmdb"), "--results", str(res),
-                 "--labelmap", str(lm), "--json", str(b)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "voc",
+                "--root",
+                str(root),
+                "--set",
+                "VOC2007:test",
+                "--results",
+                str(res),
+                "--labelmap",
+                str(lm),
+                "--json",
+                str(a),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "eval",
+                "voc",
+                "--lmdb",
+                str(tmp_path / "lmdb"),
+                "--results",
+                str(res),
+                "--labelmap",
+                str(lm),
+                "--json",
+                str(b),
+            ]
+        )
+        == 0
+    )
     ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
     assert ra["ap"] == rb["ap"]
     assert 0 < ra["mAP"] < 1
@@ -95,6 +135,5 @@ def test_lmdb_errors(tmp_path, capsys):
     write_lmdb(tmp_path / "lmdb")
     with pytest.raises(ModelLibsError, match="label 2 is not in the label map"):
         load_lmdb_ground_truth(tmp_path / "lmdb", {1: "cat"})
-    assert main(["eval", "voc", "--lmdb", str(tmp_path / "lmdb"), "--results",
-                 str(tmp_path)]) == 2
+    assert main(["eval", "voc", "--lmdb", str(tmp_path / "lmdb"), "--results", str(tmp_path)]) == 2
     assert "--lmdb needs --labelmap" in capsys.readouterr().err

@@ -47,12 +47,14 @@ def test_no_detections_and_all_wrong_give_zero(metric):
 
 def test_duplicates_are_false_positives():
     # Ranked: TP(0.9), duplicate FP(0.8), FP(0.5), TP(0.4) with npos = 2.
-    dets = {"cat": [
-        ("000001", 0.9, 10, 10, 59, 59),
-        ("000001", 0.8, 11, 11, 59, 59),
-        ("000001", 0.5, 300, 300, 400, 400),
-        ("000002", 0.4, 0, 0, 99, 99),
-    ]}
+    dets = {
+        "cat": [
+            ("000001", 0.9, 10, 10, 59, 59),
+            ("000001", 0.8, 11, 11, 59, 59),
+            ("000001", 0.5, 300, 300, 400, 400),
+            ("000002", 0.4, 0, 0, 99, 99),
+        ]
+    }
     area = run(dets, GT, "area").ap["cat"]
     # precision 1, 1/2, 1/3, 1/2 at recall 1/2, 1/2, 1/2, 1 -> envelope 1 then 1/2.
     assert area == pytest.approx(0.5 * 1 + 0.5 * 0.5, abs=1e-12)
@@ -64,11 +66,13 @@ def test_duplicates_are_false_positives():
 def test_difficult_objects_are_ignored(metric):
     # A detection on the difficult cat of 000002 is neither TP nor FP; the two real cats
     # are found, so AP stays 1 even though the ignored detection ranks first.
-    dets = {"cat": [
-        ("000002", 0.99, 200, 200, 239, 239),
-        ("000001", 0.9, 10, 10, 59, 59),
-        ("000002", 0.8, 0, 0, 99, 99),
-    ]}
+    dets = {
+        "cat": [
+            ("000002", 0.99, 200, 200, 239, 239),
+            ("000001", 0.9, 10, 10, 59, 59),
+            ("000002", 0.8, 0, 0, 99, 99),
+        ]
+    }
     r = run(dets, GT, metric)
     assert r.ap["cat"] == 1.0
     c = r.classes["cat"]
@@ -91,10 +95,8 @@ def test_ties_in_score_keep_input_order():
     # Two detections with the same score: an FP listed first, then the TP. The devkit's
     # stable sort keeps that order: precision 0 then 1/2, recall 1/2 reached at rank 2.
     gt = {"a": [("cat", (0, 0, 9, 9), False)], "b": [("cat", (0, 0, 9, 9), False)]}
-    fp_first = {"cat": [("a", 0.5, 50, 50, 60, 60), ("a", 0.5, 0, 0, 9, 9),
-                        ("b", 0.4, 0, 0, 9, 9)]}
-    tp_first = {"cat": [("a", 0.5, 0, 0, 9, 9), ("a", 0.5, 50, 50, 60, 60),
-                        ("b", 0.4, 0, 0, 9, 9)]}
+    fp_first = {"cat": [("a", 0.5, 50, 50, 60, 60), ("a", 0.5, 0, 0, 9, 9), ("b", 0.4, 0, 0, 9, 9)]}
+    tp_first = {"cat": [("a", 0.5, 0, 0, 9, 9), ("a", 0.5, 50, 50, 60, 60), ("b", 0.4, 0, 0, 9, 9)]}
     # fp first: prec 0, 1/2, 2/3 at rec 0, 1/2, 1 -> envelope 2/3 everywhere.
     assert run(fp_first, gt, "area").ap["cat"] == pytest.approx(2 / 3, abs=1e-12)
     # tp first: prec 1, 1/2, 2/3 at rec 1/2, 1/2, 1 -> 1/2 * 1 + 1/2 * 2/3.
@@ -121,8 +123,7 @@ def test_best_overlap_box_is_taken_even_if_already_matched():
 
 
 def test_unknown_image_id_names_file_and_line(tmp_path):
-    d = write_results(tmp_path / "res", {"cat": [("000001", 0.9, 1, 1, 5, 5),
-                                                 ("999999", 0.8, 1, 1, 5, 5)]})
+    d = write_results(tmp_path / "res", {"cat": [("000001", 0.9, 1, 1, 5, 5), ("999999", 0.8, 1, 1, 5, 5)]})
     det = read_result_dir(d)
     with pytest.raises(ModelLibsError, match=r"comp4_det_test_cat\.txt:2: image id '999999'"):
         evaluate_voc(det, GT)
@@ -156,8 +157,19 @@ def test_eleven_point_thresholds_are_matlab_doubles(n_tp, want):
 
 # MATLAB's 0:0.1:1 (colon operator: a + k*d for the first half, b - k*d for the second,
 # (a+b)/2 in the middle).
-MATLAB_0_01_1 = [0.0, 0.1, 2 * 0.1, 3 * 0.1, 4 * 0.1, 0.5, 1 - 4 * 0.1, 1 - 3 * 0.1, 1 - 2 * 0.1,
-                 1 - 0.1, 1.0]
+MATLAB_0_01_1 = [
+    0.0,
+    0.1,
+    2 * 0.1,
+    3 * 0.1,
+    4 * 0.1,
+    0.5,
+    1 - 4 * 0.1,
+    1 - 3 * 0.1,
+    1 - 2 * 0.1,
+    1 - 0.1,
+    1.0,
+]
 
 
 def reference_ap(dets, gt, cls, metric, thr=0.5):
@@ -209,8 +221,7 @@ def reference_ap(dets, gt, cls, metric, thr=0.5):
     mpre = [0.0] + prec + [0.0]
     for i in range(len(mpre) - 2, -1, -1):
         mpre[i] = max(mpre[i], mpre[i + 1])
-    return sum((mrec[i] - mrec[i - 1]) * mpre[i] for i in range(1, len(mrec))
-               if mrec[i] != mrec[i - 1])
+    return sum((mrec[i] - mrec[i - 1]) * mpre[i] for i in range(1, len(mrec)) if mrec[i] != mrec[i - 1])
 
 
 def random_case(seed, n_images=60, classes=("a", "b", "c", "d")):
@@ -220,21 +231,25 @@ def random_case(seed, n_images=60, classes=("a", "b", "c", "d")):
         objs = []
         for _ in range(rng.randint(0, 5)):
             x1, y1 = rng.randint(0, 80), rng.randint(0, 80)
-            objs.append((rng.choice(classes), (x1, y1, x1 + rng.randint(4, 40),
-                                               y1 + rng.randint(4, 40)), rng.random() < 0.15))
+            objs.append(
+                (
+                    rng.choice(classes),
+                    (x1, y1, x1 + rng.randint(4, 40), y1 + rng.randint(4, 40)),
+                    rng.random() < 0.15,
+                )
+            )
         gt[f"img{i:04d}"] = objs
     dets = {c: [] for c in classes}
     for img, objs in gt.items():
         for c, (x1, y1, x2, y2), _ in objs:  # jittered hits, some duplicated
             for _ in range(rng.choice([0, 1, 1, 2, 3])):
                 j = [rng.randint(-6, 6) for _ in range(4)]
-                dets[c].append((img, round(rng.random(), 2), x1 + j[0], y1 + j[1],
-                                x2 + j[2], y2 + j[3]))
+                dets[c].append((img, round(rng.random(), 2), x1 + j[0], y1 + j[1], x2 + j[2], y2 + j[3]))
         for _ in range(rng.randint(0, 6)):  # background clutter
             x1, y1 = rng.randint(0, 100), rng.randint(0, 100)
             dets[rng.choice(classes)].append(
-                (img, round(rng.random(), 2), x1, y1, x1 + rng.randint(2, 50),
-                 y1 + rng.randint(2, 50)))
+                (img, round(rng.random(), 2), x1, y1, x1 + rng.randint(2, 50), y1 + rng.randint(2, 50))
+            )
     return dets, gt
 
 

@@ -26,12 +26,21 @@ def test_in_place_keeps_the_bottom_and_names_the_layer():
 
 def test_parameter_placement():
     n = NetSpec()
-    n.data, n.label = L.AnnotatedData(name="data", ntop=2, include=dict(phase=caffe_pb2.TRAIN),
-                                      data_param=dict(batch_size=4, backend=P.Data.LMDB),
-                                      transform_param=dict(mirror=True, mean_value=[1, 2, 3]),
-                                      annotated_data_param=dict(batch_sampler=[{}, {"max_trials": 5}]))
-    n.conv = L.Convolution(n.data, num_output=2, kernel_size=1, param=[dict(lr_mult=1), dict(lr_mult=2)],
-                           weight_filler=dict(type="xavier"))
+    n.data, n.label = L.AnnotatedData(
+        name="data",
+        ntop=2,
+        include=dict(phase=caffe_pb2.TRAIN),
+        data_param=dict(batch_size=4, backend=P.Data.LMDB),
+        transform_param=dict(mirror=True, mean_value=[1, 2, 3]),
+        annotated_data_param=dict(batch_sampler=[{}, {"max_trials": 5}]),
+    )
+    n.conv = L.Convolution(
+        n.data,
+        num_output=2,
+        kernel_size=1,
+        param=[dict(lr_mult=1), dict(lr_mult=2)],
+        weight_filler=dict(type="xavier"),
+    )
     n.norm = L.Normalize(n.conv, across_spatial=False, scale_filler=dict(type="constant", value=20))
     p = n.to_proto()
     data, conv, norm = p.layer

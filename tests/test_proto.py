@@ -10,30 +10,33 @@ def test_bindings_are_generated_from_the_current_proto():
     assert regen.main(["--check"]) == 0
 
 
-@pytest.mark.parametrize("message, field, number", [
-    ("TransformationParameter", "resize_param", 8),
-    ("TransformationParameter", "noise_param", 9),
-    ("TransformationParameter", "emit_constraint", 10),
-    ("TransformationParameter", "distort_param", 13),
-    ("TransformationParameter", "expand_param", 14),
-    ("AnnotatedDataParameter", "anno_type", 3),
-    ("DetectionEvaluateParameter", "resize_param", 6),
-    ("SaveOutputParameter", "resize_param", 7),
-    ("DetectionOutputParameter", "save_file", 12),
-    ("LayerParameter", "annotated_data_param", 200),
-    ("LayerParameter", "multibox_loss_param", 201),
-    ("LayerParameter", "permute_param", 202),
-    ("LayerParameter", "prior_box_param", 203),
-    ("LayerParameter", "detection_output_param", 204),
-    ("LayerParameter", "detection_evaluate_param", 205),
-    ("LayerParameter", "norm_param", 206),
-    ("SolverParameter", "eval_type", 41),
-    ("SolverParameter", "ap_version", 42),
-    ("BlobProto", "shape", 7),
-    ("BlobProto", "num", 1),
-    ("NetParameter", "layer", 100),
-    ("AnnotatedDatum", "annotation_group", 3),
-])
+@pytest.mark.parametrize(
+    "message, field, number",
+    [
+        ("TransformationParameter", "resize_param", 8),
+        ("TransformationParameter", "noise_param", 9),
+        ("TransformationParameter", "emit_constraint", 10),
+        ("TransformationParameter", "distort_param", 13),
+        ("TransformationParameter", "expand_param", 14),
+        ("AnnotatedDataParameter", "anno_type", 3),
+        ("DetectionEvaluateParameter", "resize_param", 6),
+        ("SaveOutputParameter", "resize_param", 7),
+        ("DetectionOutputParameter", "save_file", 12),
+        ("LayerParameter", "annotated_data_param", 200),
+        ("LayerParameter", "multibox_loss_param", 201),
+        ("LayerParameter", "permute_param", 202),
+        ("LayerParameter", "prior_box_param", 203),
+        ("LayerParameter", "detection_output_param", 204),
+        ("LayerParameter", "detection_evaluate_param", 205),
+        ("LayerParameter", "norm_param", 206),
+        ("SolverParameter", "eval_type", 41),
+        ("SolverParameter", "ap_version", 42),
+        ("BlobProto", "shape", 7),
+        ("BlobProto", "num", 1),
+        ("NetParameter", "layer", 100),
+        ("AnnotatedDatum", "annotation_group", 3),
+    ],
+)
 def test_upstream_field_numbers(message, field, number):
     assert getattr(caffe_pb2, message).DESCRIPTOR.fields_by_name[field].number == number
 
@@ -46,7 +49,12 @@ def test_upstream_defaults():
     assert caffe_pb2.SolverParameter().ap_version == "Integral"
     assert caffe_pb2.MultiBoxLossParameter().code_type == caffe_pb2.PriorBoxParameter.CORNER
     assert [caffe_pb2.ResizeParameter.Interp_mode.Name(i) for i in range(1, 6)] == [
-        "LINEAR", "AREA", "NEAREST", "CUBIC", "LANCZOS4"]
+        "LINEAR",
+        "AREA",
+        "NEAREST",
+        "CUBIC",
+        "LANCZOS4",
+    ]
 
 
 def test_ssd_transform_text_parses():

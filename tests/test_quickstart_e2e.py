@@ -36,9 +36,24 @@ def caffe_bin():
 def quickstart_run(caffe_bin, tmp_path_factory):
     out = tmp_path_factory.mktemp("qs")
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples/dsod/quickstart.py"), "--out", str(out),
-         "--iters", "300", "--train", "200", "--test", "50", "--demo-images", "3"],
-        capture_output=True, text=True, timeout=1500)
+        [
+            sys.executable,
+            str(ROOT / "examples/dsod/quickstart.py"),
+            "--out",
+            str(out),
+            "--iters",
+            "300",
+            "--train",
+            "200",
+            "--test",
+            "50",
+            "--demo-images",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
@@ -50,8 +65,13 @@ def quick_data(quickstart_run):
 
     d = quickstart_run[0] / "data"
     src = SyntheticSet(d, "Synth", d / "labelmap_synth.prototxt", 200, 50, 0)
-    return SyntheticLmdbs(src, d / "lmdb/synth_trainval_lmdb", d / "lmdb/synth_test_lmdb",
-                          d / "test_name_size.txt", d / "labelmap_synth.prototxt")
+    return SyntheticLmdbs(
+        src,
+        d / "lmdb/synth_trainval_lmdb",
+        d / "lmdb/synth_test_lmdb",
+        d / "test_name_size.txt",
+        d / "labelmap_synth.prototxt",
+    )
 
 
 FLOOR = 0.02  # an untrained net scores ~0.001-0.005 here (measured below)
@@ -111,11 +131,14 @@ def test_resume_continues_from_the_solverstate(quick_data, caffe_bin, tmp_path):
     snaps = list_snapshots(job.snapshot_prefix)
     assert snaps and snaps[-1][0] < 60, "the run was not interrupted before its end"
     resumed_from = snaps[-1][0]
-    log = run_caffe(caffe_command(caffe_bin, job.files["solver"], [], snapshot=snaps[-1][1]),
-                    tmp_path / "resumed.log", r.max_iter)
+    log = run_caffe(
+        caffe_command(caffe_bin, job.files["solver"], [], snapshot=snaps[-1][1]),
+        tmp_path / "resumed.log",
+        r.max_iter,
+    )
     text = (tmp_path / "resumed.log").read_text()
     assert f"Resuming from {snaps[-1][1]}" in text
     iters = [i for i, _ in log.loss]
-    assert iters[0] == resumed_from and iters[-1] == 60   # continues, does not restart at 0
+    assert iters[0] == resumed_from and iters[-1] == 60  # continues, does not restart at 0
     assert list_snapshots(job.snapshot_prefix)[-1][0] == 60
     assert parse_log(tmp_path / "resumed.log").done

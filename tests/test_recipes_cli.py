@@ -27,7 +27,8 @@ def test_dry_run_writes_the_official_files(tmp_path):
     assert main(["--dry-run", "--gpus", "0,1,2,3,4,5,6,7", "--out", str(out)], "VOC0712", VOC_MODELS) == 0
     name = "DSOD300_VOC0712_DSOD300_300x300"
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["train.prototxt", "test.prototxt", "deploy.prototxt", "solver.prototxt", f"{name}.sh"])
+        ["train.prototxt", "test.prototxt", "deploy.prototxt", "solver.prototxt", f"{name}.sh"]
+    )
     solver = _read(out / "solver.prototxt", caffe_pb2.SolverParameter())
     assert solver.train_net == str(out / "train.prototxt")
     assert solver.snapshot_prefix == str(out / name)
@@ -47,13 +48,16 @@ def test_cpu_job_has_no_gpu_flag(tmp_path):
     assert "--gpu" not in next(tmp_path.glob("*.sh")).read_text()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model", "YOLO"], "unknown model"),
-    (["--gpus", "0,x"], "not a GPU id"),
-    (["--gpus", "1,1"], "twice"),
-    (["--size", "12"], "impossible"),
-    (["--resume"], "no solverstate"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "YOLO"], "unknown model"),
+        (["--gpus", "0,x"], "not a GPU id"),
+        (["--gpus", "1,1"], "twice"),
+        (["--size", "12"], "impossible"),
+        (["--resume"], "no solverstate"),
+    ],
+)
 def test_bad_arguments_fail_clearly_and_write_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "never"
     assert main(args + ["--dry-run", "--out", str(out)], "VOC0712", VOC_MODELS) == 2
@@ -69,8 +73,20 @@ def test_unwritable_out_dir(tmp_path, capsys):
 
 
 def test_missing_lmdb_is_reported_before_training(tmp_path, capsys):
-    code = main(["--gpus", "cpu", "--out", str(tmp_path / "o"), "--data-root", str(tmp_path),
-                 "--caffe", "/bin/false"], "VOC0712", VOC_MODELS)
+    code = main(
+        [
+            "--gpus",
+            "cpu",
+            "--out",
+            str(tmp_path / "o"),
+            "--data-root",
+            str(tmp_path),
+            "--caffe",
+            "/bin/false",
+        ],
+        "VOC0712",
+        VOC_MODELS,
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "not found" in err or "caffe" in err.lower()
@@ -95,12 +111,18 @@ def test_snapshot_listing_and_pruning(tmp_path):
 
 
 def test_example_scripts_run_as_scripts(tmp_path):
-    for script, name in (("examples/grp_dsod/GRP_DSOD320_pascal.py", "GRP_DSOD320_v2_gate"),
-                         ("examples/dsod/DSOD300_coco.py", "DSOD300_coco"),
-                         ("examples/dsod/DSOD300_pascal++.py", "DSOD300_VOC0712Plus")):
+    for script, name in (
+        ("examples/grp_dsod/GRP_DSOD320_pascal.py", "GRP_DSOD320_v2_gate"),
+        ("examples/dsod/DSOD300_coco.py", "DSOD300_coco"),
+        ("examples/dsod/DSOD300_pascal++.py", "DSOD300_VOC0712Plus"),
+    ):
         out = tmp_path / Path(script).stem
-        subprocess.run([sys.executable, str(ROOT / script), "--dry-run", "--gpus", "0,1",
-                        "--out", str(out)], check=True, capture_output=True, cwd=tmp_path)
+        subprocess.run(
+            [sys.executable, str(ROOT / script), "--dry-run", "--gpus", "0,1", "--out", str(out)],
+            check=True,
+            capture_output=True,
+            cwd=tmp_path,
+        )
         assert any(p.name.startswith(name) and p.suffix == ".sh" for p in out.iterdir())
 
 

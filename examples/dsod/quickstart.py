@@ -25,39 +25,70 @@ from model_libs.dsod.data_layer import MEAN_BGR
 from model_libs.errors import ModelLibsError
 
 
-def design_net(data, out: Path, iters: int, batch: int, n_test: int, size: int = 128,
-               lr: float = 0.02) -> Recipe:
+def design_net(
+    data, out: Path, iters: int, batch: int, n_test: int, size: int = 128, lr: float = 0.02
+) -> Recipe:
     """A DSOD for 2 CPU cores: DS/16-32-16-1 with 2-layer dense blocks, four sources."""
     backbone = Backbone(
-        stem=(16, 16, 32),            # dense stem: 3x3/2, 3x3, 3x3 convolutions
-        growth=16, bottleneck_width=2,  # each dense layer: 1x1 (32) -> 3x3 (16), concatenated
+        stem=(16, 16, 32),  # dense stem: 3x3/2, 3x3, 3x3 convolutions
+        growth=16,
+        bottleneck_width=2,  # each dense layer: 1x1 (32) -> 3x3 (16), concatenated
         blocks=(2, 2, 2, 2),
-        second_channels=64,           # half learned, half re-used from the first scale
-        extra_channels=(64, 64),      # two down-sampling "learning half" blocks
-        sources=("First", "Second", "Third", "Fourth"))  # at 128: 16x16, 8x8, 4x4, 2x2
+        second_channels=64,  # half learned, half re-used from the first scale
+        extra_channels=(64, 64),  # two down-sampling "learning half" blocks
+        sources=("First", "Second", "Third", "Fourth"),
+    )  # at 128: 16x16, 8x8, 4x4, 2x2
     priors = PriorConfig(  # the shapes span about 4-60 % of the image side
         min_sizes=[f * size for f in (0.1, 0.25, 0.45, 0.68)],
         max_sizes=[f * size for f in (0.25, 0.45, 0.68, 0.94)],
-        aspect_ratios=[[2], [2], [2], [2]], steps=[8, 16, 32, 64])
+        aspect_ratios=[[2], [2], [2], [2]],
+        steps=[8, 16, 32, 64],
+    )
     # Light augmentation (mirror, whole image): measured on 2 cores, the full SSD
     # augmentation (crops, distortion, zoom-out) kept the loss on a plateau for the first
     # thousand iterations, more than a quickstart can afford.
-    augment = {"mirror": True, "mean_value": list(MEAN_BGR),
-               "resize_param": {"prob": 1, "resize_mode": P.Resize.WARP, "height": size,
-                                "width": size, "interp_mode": [P.Resize.LINEAR]}}
+    augment = {
+        "mirror": True,
+        "mean_value": list(MEAN_BGR),
+        "resize_param": {
+            "prob": 1,
+            "resize_mode": P.Resize.WARP,
+            "height": size,
+            "width": size,
+            "interp_mode": [P.Resize.LINEAR],
+        },
+    }
     return Recipe(
-        model="DSOD_tiny", dataset="Synth", job_name=f"DSOD_tiny_{size}x{size}",
-        model_name=f"DSOD_tiny_Synth_{size}x{size}", resize=(size, size), num_classes=6,
-        body=functools.partial(dsod_body, bb=backbone), priors=priors, normalizations=[20] * 4,
-        train_data=str(data.train_lmdb), test_data=str(data.test_lmdb),
-        label_map_file=str(data.labelmap), name_size_file=str(data.name_size),
-        output_result_dir=str(out / "results"), batch_sampler=[{}],
+        model="DSOD_tiny",
+        dataset="Synth",
+        job_name=f"DSOD_tiny_{size}x{size}",
+        model_name=f"DSOD_tiny_Synth_{size}x{size}",
+        resize=(size, size),
+        num_classes=6,
+        body=functools.partial(dsod_body, bb=backbone),
+        priors=priors,
+        normalizations=[20] * 4,
+        train_data=str(data.train_lmdb),
+        test_data=str(data.test_lmdb),
+        label_map_file=str(data.labelmap),
+        name_size_file=str(data.name_size),
+        output_result_dir=str(out / "results"),
+        batch_sampler=[{}],
         train_transform=augment,
-        batch_size=batch, accum_batch_size=batch, test_batch_size=10, num_test_image=n_test,
-        lr=lr, stepvalue=[int(iters * 0.7), int(iters * 0.9)], max_iter=iters, snapshot=iters,
-        display=10, test_interval=max(iters // 4, 1), test_initialization=False,
+        batch_size=batch,
+        accum_batch_size=batch,
+        test_batch_size=10,
+        num_test_image=n_test,
+        lr=lr,
+        stepvalue=[int(iters * 0.7), int(iters * 0.9)],
+        max_iter=iters,
+        snapshot=iters,
+        display=10,
+        test_interval=max(iters // 4, 1),
+        test_initialization=False,
         bn_moving_average_fraction=0.9,  # BN statistics must follow a short training
-        random_seed=1)
+        random_seed=1,
+    )
 
 
 def main(argv=None) -> int:
@@ -77,9 +108,17 @@ def main(argv=None) -> int:
 
     try:
         design = functools.partial(design_net, size=args.size, lr=args.lr)
-        result = run(design, Path(args.out), iters=args.iters, batch=args.batch,
-                     n_train=args.train, n_test=args.test, seed=args.seed,
-                     demo_images=args.demo_images, verbose=args.verbose)
+        result = run(
+            design,
+            Path(args.out),
+            iters=args.iters,
+            batch=args.batch,
+            n_train=args.train,
+            n_test=args.test,
+            seed=args.seed,
+            demo_images=args.demo_images,
+            verbose=args.verbose,
+        )
     except ModelLibsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

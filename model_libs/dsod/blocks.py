@@ -29,13 +29,22 @@ def _conv(bottom: Top, ks: int, nout: int, stride: int, pad: int, dilation: int 
     kwargs = {}
     if dilation != 1:
         kwargs["dilation"] = dilation
-    return L.Convolution(bottom, kernel_size=ks, stride=stride, num_output=nout, pad=pad,
-                         bias_term=False, weight_filler=dict(type="xavier"),
-                         bias_filler=dict(type="constant"), **kwargs)
+    return L.Convolution(
+        bottom,
+        kernel_size=ks,
+        stride=stride,
+        num_output=nout,
+        pad=pad,
+        bias_term=False,
+        weight_filler=dict(type="xavier"),
+        bias_filler=dict(type="constant"),
+        **kwargs,
+    )
 
 
-def bn_relu_conv(bottom: Top, ks: int, nout: int, stride: int, pad: int, dropout: float = 0,
-                 relu_in_place: bool = True) -> Top:
+def bn_relu_conv(
+    bottom: Top, ks: int, nout: int, stride: int, pad: int, dropout: float = 0, relu_in_place: bool = True
+) -> Top:
     """Pre-activation unit: BN (own top) -> Scale -> ReLU -> Conv [-> Dropout].
 
     ``relu_in_place=False`` gives the ReLU its own top, as the official transition layers do.
@@ -48,8 +57,9 @@ def bn_relu_conv(bottom: Top, ks: int, nout: int, stride: int, pad: int, dropout
     return x
 
 
-def conv_bn_relu(bottom: Top, ks: int, nout: int, stride: int, pad: int, dilation: int = 1,
-                 bn_eps: float = 1e-4) -> Top:
+def conv_bn_relu(
+    bottom: Top, ks: int, nout: int, stride: int, pad: int, dilation: int = 1, bn_eps: float = 1e-4
+) -> Top:
     """Post-activation unit of GRP-DSOD: Conv -> BN -> Scale -> ReLU, all in place."""
     x = _conv(bottom, ks, nout, stride, pad, dilation)
     x = _bn_scale(x, in_place=True, eps=bn_eps)
@@ -58,9 +68,17 @@ def conv_bn_relu(bottom: Top, ks: int, nout: int, stride: int, pad: int, dilatio
 
 def deconv_bn_relu(bottom: Top, ks: int, nout: int, stride: int, bn_eps: float = 1e-4) -> Top:
     """Fixed bilinear up-sampling (lr 0) -> BN -> Scale -> ReLU (GRP-DSOD recurrent path)."""
-    x = L.Deconvolution(bottom, convolution_param=dict(
-        num_output=nout, kernel_size=ks, stride=stride, bias_term=False,
-        weight_filler=dict(type="bilinear")), param=[dict(lr_mult=0, decay_mult=0)])
+    x = L.Deconvolution(
+        bottom,
+        convolution_param=dict(
+            num_output=nout,
+            kernel_size=ks,
+            stride=stride,
+            bias_term=False,
+            weight_filler=dict(type="bilinear"),
+        ),
+        param=[dict(lr_mult=0, decay_mult=0)],
+    )
     x = _bn_scale(x, in_place=True, eps=bn_eps)
     return L.ReLU(x, in_place=True)
 
@@ -72,8 +90,7 @@ def dense_layer(bottom: Top, growth: int, bottleneck_width: float, unit=bn_relu_
     return L.Concat(bottom, x, axis=1)
 
 
-def dense_block(bottom: Top, n_layers: int, growth: int, bottleneck_width: float,
-                unit=bn_relu_conv) -> Top:
+def dense_block(bottom: Top, n_layers: int, growth: int, bottleneck_width: float, unit=bn_relu_conv) -> Top:
     """``n_layers`` dense layers; the output has ``n_layers * growth`` more channels."""
     x = bottom
     for _ in range(n_layers):

@@ -52,15 +52,17 @@ class Backbone:
         if len(self.sources) != len(self.extra_channels) + 2:
             raise ModelLibsError(
                 f"backbone has {len(self.sources)} source names for "
-                f"{len(self.extra_channels) + 2} prediction sources")
+                f"{len(self.extra_channels) + 2} prediction sources"
+            )
         if len(self.blocks) != 4 or min(self.blocks) < 1:
             raise ModelLibsError(f"backbone needs four non-empty dense blocks, got {self.blocks}")
 
     @property
     def notation(self) -> str:
         """The paper's DS/A-B-C-D name of this backbone."""
-        return (f"DS/{self.stem[0]}-{int(self.bottleneck_width * self.growth)}-"
-                f"{self.growth}-{self.compression:g}")
+        return (
+            f"DS/{self.stem[0]}-{int(self.bottleneck_width * self.growth)}-{self.growth}-{self.compression:g}"
+        )
 
 
 def dsod_body(net: NetSpec, from_layer: str, bb: Backbone = Backbone()) -> list[str]:
@@ -86,8 +88,7 @@ def dsod_body(net: NetSpec, from_layer: str, bb: Backbone = Backbone()) -> list[
     x = transition(x, channels, pool=False)
     x = dense_block(x, bb.blocks[3], g, w)
     x = transition(x, bb.second_channels, pool=False)
-    reused = bn_relu_conv(max_pool(net[bb.sources[0]]), ks=1, nout=bb.second_channels,
-                          stride=1, pad=0)
+    reused = bn_relu_conv(max_pool(net[bb.sources[0]]), ks=1, nout=bb.second_channels, stride=1, pad=0)
     net[bb.sources[1]] = L.Concat(x, reused, axis=1)
 
     for name, prev, nout in zip(bb.sources[2:], bb.sources[1:], bb.extra_channels):
@@ -98,8 +99,9 @@ def dsod_body(net: NetSpec, from_layer: str, bb: Backbone = Backbone()) -> list[
 GRP_SOURCES = ("Recurrent1", "Recurrent2", "Recurrent3", "Recurrent4", "Recurrent5", "Recurrent6")
 
 
-def grp_dsod320_body(net: NetSpec, from_layer: str, growth: int = 48,
-                     bottleneck_width: float = 4) -> list[str]:
+def grp_dsod320_body(
+    net: NetSpec, from_layer: str, growth: int = 48, bottleneck_width: float = 4
+) -> list[str]:
     """GRP-DSOD320: DSOD with post-activation units and a recurrent feature pyramid.
 
     Each ``RecurrentK`` concatenates scale K with the bilinearly up-sampled scale K+1
@@ -111,32 +113,37 @@ def grp_dsod320_body(net: NetSpec, from_layer: str, growth: int = 48,
     g, w, unit = growth, bottleneck_width, conv_bn_relu
     channels = 128
 
-    stem_out = stem(net[from_layer], (64, 64, 128), unit=unit)              # 160x160
-    s0 = dense_block(max_pool(stem_out), 6, g, w, unit)                     # 80x80
+    stem_out = stem(net[from_layer], (64, 64, 128), unit=unit)  # 160x160
+    s0 = dense_block(max_pool(stem_out), 6, g, w, unit)  # 80x80
     channels += 6 * g
     s0 = transition(s0, channels, pool=False, unit=unit)
-    s1 = dense_block(max_pool(s0), 8, g, w, unit)                           # 40x40
+    s1 = dense_block(max_pool(s0), 8, g, w, unit)  # 40x40
     channels += 8 * g
     s1 = transition(s1, channels, pool=False, unit=unit)
     from_stem = unit(max_pool(stem_out, 4), ks=1, nout=128, stride=1, pad=0)
     from_s0 = unit(max_pool(s0), ks=1, nout=128, stride=1, pad=0)
     net.First = L.Concat(s1, from_stem, from_s0, axis=1)
 
-    s2 = dense_block(max_pool(s1), 8, g, w, unit)                           # 20x20
+    s2 = dense_block(max_pool(s1), 8, g, w, unit)  # 20x20
     channels += 8 * g
     s2 = transition(s2, channels, pool=False, unit=unit)
     s2 = dense_block(s2, 8, g, w, unit)
     s2 = transition(s2, 171, pool=False, unit=unit)
     reused = unit(max_pool(net.First), ks=1, nout=171, stride=1, pad=0)
     net.Second = L.Concat(s2, reused, axis=1)
-    net.Third = learning_half(net.Second, 86, unit=unit)                    # 10x10
-    net.Fourth = learning_half(net.Third, 86, unit=unit)                    # 5x5
-    net.Fifth = learning_half(net.Fourth, 86, unit=unit)                    # 3x3
-    net.Sixth = learning_half(net.Fifth, 128, unit=unit)                    # 2x2
+    net.Third = learning_half(net.Second, 86, unit=unit)  # 10x10
+    net.Fourth = learning_half(net.Third, 86, unit=unit)  # 5x5
+    net.Fifth = learning_half(net.Fourth, 86, unit=unit)  # 3x3
+    net.Sixth = learning_half(net.Fifth, 128, unit=unit)  # 2x2
 
     # Recurrent pyramid: (coarser source, kernel, channels, same-scale source).
-    pyramid = (("Second", 2, 128, "First"), ("Third", 2, 171, "Second"),
-               ("Fourth", 2, 86, "Third"), ("Fifth", 1, 86, "Fourth"), ("Sixth", 1, 86, "Fifth"))
+    pyramid = (
+        ("Second", 2, 128, "First"),
+        ("Third", 2, 171, "Second"),
+        ("Fourth", 2, 86, "Third"),
+        ("Fifth", 1, 86, "Fourth"),
+        ("Sixth", 1, 86, "Fifth"),
+    )
     for name, (coarse, ks, nout, same) in zip(GRP_SOURCES, pyramid):
         up = deconv_bn_relu(net[coarse], ks=ks, nout=nout, stride=2)
         net[name] = L.Concat(up, net[same], axis=1)
@@ -166,8 +173,7 @@ def gated_module(net: NetSpec, sources: list[str], channels: list[int]) -> list[
 
         global_gate = L.Sigmoid(L.InnerProduct(net[relu], num_output=1), in_place=True)
         global_gate = L.Reshape(global_gate, reshape_param=dict(shape=dict(dim=[-1])))
-        scaled = L.Scale(net[f"{src}_att"], global_gate, axis=0, bias_term=False,
-                         bias_filler=dict(value=0))
+        scaled = L.Scale(net[f"{src}_att"], global_gate, axis=0, bias_term=False, bias_filler=dict(value=0))
         net[f"{src}_gate"] = L.Eltwise(net[src], scaled)
         gated.append(f"{src}_gate")
     return gated

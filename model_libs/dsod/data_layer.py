@@ -17,8 +17,7 @@ def ssd_batch_sampler() -> list[dict]:
     constraints = [{"min_jaccard_overlap": t} for t in (0.1, 0.3, 0.5, 0.7, 0.9)]
     constraints.append({"max_jaccard_overlap": 1.0})
     for c in constraints:
-        samplers.append({"sampler": dict(crop), "sample_constraint": c,
-                         "max_trials": 50, "max_sample": 1})
+        samplers.append({"sampler": dict(crop), "sample_constraint": c, "max_trials": 50, "max_sample": 1})
     return samplers
 
 
@@ -32,15 +31,25 @@ def train_transform(height: int, width: int, force_color: bool = False) -> dict:
     if force_color:
         t["force_color"] = True
     t["resize_param"] = {
-        "prob": 1, "resize_mode": P.Resize.WARP, "height": height, "width": width,
-        "interp_mode": [P.Resize.LINEAR, P.Resize.AREA, P.Resize.NEAREST, P.Resize.CUBIC,
-                        P.Resize.LANCZOS4]}
+        "prob": 1,
+        "resize_mode": P.Resize.WARP,
+        "height": height,
+        "width": width,
+        "interp_mode": [P.Resize.LINEAR, P.Resize.AREA, P.Resize.NEAREST, P.Resize.CUBIC, P.Resize.LANCZOS4],
+    }
     t["distort_param"] = {
-        "brightness_prob": 0.5, "brightness_delta": 32,
-        "contrast_prob": 0.5, "contrast_lower": 0.5, "contrast_upper": 1.5,
-        "hue_prob": 0.5, "hue_delta": 18,
-        "saturation_prob": 0.5, "saturation_lower": 0.5, "saturation_upper": 1.5,
-        "random_order_prob": 0.0}
+        "brightness_prob": 0.5,
+        "brightness_delta": 32,
+        "contrast_prob": 0.5,
+        "contrast_lower": 0.5,
+        "contrast_upper": 1.5,
+        "hue_prob": 0.5,
+        "hue_delta": 18,
+        "saturation_prob": 0.5,
+        "saturation_lower": 0.5,
+        "saturation_upper": 1.5,
+        "random_order_prob": 0.0,
+    }
     t["expand_param"] = {"prob": 0.5, "max_expand_ratio": 4.0}
     t["emit_constraint"] = {"emit_type": caffe_pb2.EmitConstraint.CENTER}
     return t
@@ -51,22 +60,38 @@ def test_transform(height: int, width: int, force_color: bool = False) -> dict:
     t: dict = {"mean_value": list(MEAN_BGR)}
     if force_color:
         t["force_color"] = True
-    t["resize_param"] = {"prob": 1, "resize_mode": P.Resize.WARP, "height": height,
-                         "width": width, "interp_mode": [P.Resize.LINEAR]}
+    t["resize_param"] = {
+        "prob": 1,
+        "resize_mode": P.Resize.WARP,
+        "height": height,
+        "width": width,
+        "interp_mode": [P.Resize.LINEAR],
+    }
     return t
 
 
-def annotated_data_layer(source: str, batch_size: int, train: bool, label_map_file: str,
-                         transform_param: dict, batch_sampler: list[dict] | None = None,
-                         anno_type: int | None = None) -> tuple[Top, Top]:
+def annotated_data_layer(
+    source: str,
+    batch_size: int,
+    train: bool,
+    label_map_file: str,
+    transform_param: dict,
+    batch_sampler: list[dict] | None = None,
+    anno_type: int | None = None,
+) -> tuple[Top, Top]:
     """The AnnotatedData layer (named ``data``) reading an LMDB; returns (data, label)."""
     phase = caffe_pb2.Phase.Value("TRAIN" if train else "TEST")
-    annotated = {"label_map_file": label_map_file,
-                 "batch_sampler": copy.deepcopy(batch_sampler) if batch_sampler else [{}]}
+    annotated = {
+        "label_map_file": label_map_file,
+        "batch_sampler": copy.deepcopy(batch_sampler) if batch_sampler else [{}],
+    }
     if anno_type is not None:
         annotated["anno_type"] = anno_type
-    return L.AnnotatedData(name="data", annotated_data_param=annotated,
-                           data_param=dict(batch_size=batch_size, backend=P.Data.LMDB,
-                                           source=source),
-                           ntop=2, include=dict(phase=phase),
-                           transform_param=copy.deepcopy(transform_param))
+    return L.AnnotatedData(
+        name="data",
+        annotated_data_param=annotated,
+        data_param=dict(batch_size=batch_size, backend=P.Data.LMDB, source=source),
+        ntop=2,
+        include=dict(phase=phase),
+        transform_param=copy.deepcopy(transform_param),
+    )

@@ -34,42 +34,80 @@ BACKBONES: dict[str, Backbone] = {
     "DSOD300": Backbone(),
     "DSOD300_lite": Backbone(growth=64, bottleneck_width=4, blocks=(3, 4, 4, 4)),
     "DSOD300_smallest": Backbone(growth=16, bottleneck_width=4, blocks=(6, 8, 8, 8)),
-    "DSOD512": Backbone(extra_channels=(256, 128, 128, 128, 128),
-                        sources=("First", "Second", "Third", "Fourth", "Fifth_", "Sixth_",
-                                 "Seventh_")),
+    "DSOD512": Backbone(
+        extra_channels=(256, 128, 128, 128, 128),
+        sources=("First", "Second", "Third", "Fourth", "Fifth_", "Sixth_", "Seventh_"),
+    ),
 }
 MODELS = ("DSOD300", "DSOD300_lite", "DSOD300_smallest", "DSOD512", "GRP_DSOD320")
 DATASETS = ("VOC0712", "VOC0712Plus", "coco")
 
 # Per dataset: classes, prior ratio range (first pair), test set, solver schedule.
 _DATASET = {
-    "VOC0712": dict(num_classes=21, ratios=(20, 90, (10, 20)), num_test_image=4952,
-                    test_batch_size=2, train_on_diff_gt=True,
-                    stepvalue=[20000, 40000, 60000, 80000, 100000], max_iter=100000,
-                    snapshot=2000, display=20, test_interval=2000, test_initialization=True,
-                    lmdb=("VOC0712_trainval_lmdb", "VOC0712_test_lmdb"),
-                    labelmap="labelmap_voc.prototxt", name_size="test_name_size.txt"),
-    "VOC0712Plus": dict(num_classes=21, ratios=(20, 90, (10, 20)), num_test_image=10991,
-                        test_batch_size=1, train_on_diff_gt=True,
-                        stepvalue=[20000, 40000, 60000, 80000, 100000], max_iter=120000,
-                        snapshot=2000, display=20, test_interval=160000,
-                        test_initialization=False,
-                        lmdb=("VOC0712Plus_trainvalplus_lmdb", "VOC0712Plus_test_lmdb"),
-                        labelmap="labelmap_voc.prototxt", name_size="test_name_size.txt"),
-    "coco": dict(num_classes=81, ratios=(15, 90, (7, 15)), num_test_image=5000,
-                 test_batch_size=2, test_iter_ceil=False, train_on_diff_gt=False,
-                 stepvalue=[80000, 140000, 200000, 260000, 320000], max_iter=320000,
-                 snapshot=10000, display=10, test_interval=1000000, test_initialization=False,
-                 force_color=True, output_name_prefix="detections_minival_ssd300_results",
-                 output_format="COCO", lmdb=("coco_train_lmdb", "coco_minival_lmdb"),
-                 labelmap="labelmap_coco.prototxt", name_size="minival2014_name_size.txt"),
+    "VOC0712": dict(
+        num_classes=21,
+        ratios=(20, 90, (10, 20)),
+        num_test_image=4952,
+        test_batch_size=2,
+        train_on_diff_gt=True,
+        stepvalue=[20000, 40000, 60000, 80000, 100000],
+        max_iter=100000,
+        snapshot=2000,
+        display=20,
+        test_interval=2000,
+        test_initialization=True,
+        lmdb=("VOC0712_trainval_lmdb", "VOC0712_test_lmdb"),
+        labelmap="labelmap_voc.prototxt",
+        name_size="test_name_size.txt",
+    ),
+    "VOC0712Plus": dict(
+        num_classes=21,
+        ratios=(20, 90, (10, 20)),
+        num_test_image=10991,
+        test_batch_size=1,
+        train_on_diff_gt=True,
+        stepvalue=[20000, 40000, 60000, 80000, 100000],
+        max_iter=120000,
+        snapshot=2000,
+        display=20,
+        test_interval=160000,
+        test_initialization=False,
+        lmdb=("VOC0712Plus_trainvalplus_lmdb", "VOC0712Plus_test_lmdb"),
+        labelmap="labelmap_voc.prototxt",
+        name_size="test_name_size.txt",
+    ),
+    "coco": dict(
+        num_classes=81,
+        ratios=(15, 90, (7, 15)),
+        num_test_image=5000,
+        test_batch_size=2,
+        test_iter_ceil=False,
+        train_on_diff_gt=False,
+        stepvalue=[80000, 140000, 200000, 260000, 320000],
+        max_iter=320000,
+        snapshot=10000,
+        display=10,
+        test_interval=1000000,
+        test_initialization=False,
+        force_color=True,
+        output_name_prefix="detections_minival_ssd300_results",
+        output_format="COCO",
+        lmdb=("coco_train_lmdb", "coco_minival_lmdb"),
+        labelmap="labelmap_coco.prototxt",
+        name_size="minival2014_name_size.txt",
+    ),
 }
 
 REPO_DATA = Path(__file__).resolve().parents[2] / "data"
 
 
-def recipe(model: str, dataset: str = "VOC0712", data_root: str | Path | None = None,
-           out_dir: str | Path = ".", size: int | None = None) -> Recipe:
+def recipe(
+    model: str,
+    dataset: str = "VOC0712",
+    data_root: str | Path | None = None,
+    out_dir: str | Path = ".",
+    size: int | None = None,
+) -> Recipe:
     """The official (or derived) recipe for ``model`` trained on ``dataset``.
 
     ``data_root`` holds ``<dataset>/lmdb/<name>_lmdb`` and the test name/size list as the
@@ -121,13 +159,23 @@ def recipe(model: str, dataset: str = "VOC0712", data_root: str | Path | None = 
     mins, maxs = ssd_prior_sizes(size, n_sources, min_ratio, max_ratio, first)
     priors = PriorConfig(min_sizes=mins, max_sizes=maxs, aspect_ratios=ars, steps=steps)
     r = Recipe(
-        model=model, dataset=dataset, job_name=job, model_name=model_name,
-        resize=(size, size), body=body, priors=priors, normalizations=[20] * n_sources,
-        gate_channels=gate_channels, batch_size=batch, batch_sampler=ssd_batch_sampler(),
+        model=model,
+        dataset=dataset,
+        job_name=job,
+        model_name=model_name,
+        resize=(size, size),
+        body=body,
+        priors=priors,
+        normalizations=[20] * n_sources,
+        gate_channels=gate_channels,
+        batch_size=batch,
+        batch_sampler=ssd_batch_sampler(),
         train_data=str(root / data_dir / "lmdb" / train_lmdb),
         test_data=str(root / data_dir / "lmdb" / test_lmdb),
         label_map_file=str(REPO_DATA / data_dir / labelmap),
         name_size_file=str(root / data_dir / name_size),
-        output_result_dir=str(out / "results"), **d)
+        output_result_dir=str(out / "results"),
+        **d,
+    )
     r.check()
     return r

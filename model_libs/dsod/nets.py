@@ -72,8 +72,9 @@ def _body_and_head(net: NetSpec, r: Recipe) -> list:
     sources = r.body(net, "data")
     if r.gate_channels:
         sources = gated_module(net, sources, r.gate_channels)
-    return multibox_head(net, "data", sources, r.num_classes, r.priors,
-                         normalizations=r.normalizations, kernel_size=3, pad=1)
+    return multibox_head(
+        net, "data", sources, r.num_classes, r.priors, normalizations=r.normalizations, kernel_size=3, pad=1
+    )
 
 
 def _named(net: NetSpec, name: str) -> caffe_pb2.NetParameter:
@@ -88,15 +89,22 @@ def train_net(r: Recipe, gpus: list[int] | None = None) -> caffe_pb2.NetParamete
     h, w = r.resize
     net = NetSpec()
     net.data, net.label = annotated_data_layer(
-        r.train_data, per_device, train=True, label_map_file=r.label_map_file,
+        r.train_data,
+        per_device,
+        train=True,
+        label_map_file=r.label_map_file,
         transform_param=r.train_transform or train_transform(h, w, r.force_color),
-        batch_sampler=r.batch_sampler)
+        batch_sampler=r.batch_sampler,
+    )
     mbox = _body_and_head(net, r)
     net.mbox_loss = L.MultiBoxLoss(
-        *mbox, net.label, multibox_loss_param=multibox_loss_param(r),
+        *mbox,
+        net.label,
+        multibox_loss_param=multibox_loss_param(r),
         loss_param={"normalization": P.Loss.VALID},
         include=dict(phase=caffe_pb2.Phase.Value("TRAIN")),
-        propagate_down=[True, True, False, False])
+        propagate_down=[True, True, False, False],
+    )
     proto = _named(net, f"{r.model_name}_train")
     if r.bn_moving_average_fraction is not None:
         for layer in proto.layer:
@@ -109,18 +117,29 @@ def _test_spec(r: Recipe) -> NetSpec:
     h, w = r.resize
     net = NetSpec()
     net.data, net.label = annotated_data_layer(
-        r.test_data, r.test_batch_size, train=False, label_map_file=r.label_map_file,
-        transform_param=test_transform(h, w, r.force_color))
+        r.test_data,
+        r.test_batch_size,
+        train=False,
+        label_map_file=r.label_map_file,
+        transform_param=test_transform(h, w, r.force_color),
+    )
     loc, conf, priorbox = _body_and_head(net, r)
     net.mbox_conf_reshape = L.Reshape(conf, shape=dict(dim=[0, -1, r.num_classes]))
     net.mbox_conf_softmax = L.Softmax(net.mbox_conf_reshape, axis=2)
     net.mbox_conf_flatten = L.Flatten(net.mbox_conf_softmax, axis=1)
     net.detection_out = L.DetectionOutput(
-        loc, net.mbox_conf_flatten, priorbox, detection_output_param=detection_output_param(r),
-        include=dict(phase=caffe_pb2.Phase.Value("TEST")))
+        loc,
+        net.mbox_conf_flatten,
+        priorbox,
+        detection_output_param=detection_output_param(r),
+        include=dict(phase=caffe_pb2.Phase.Value("TEST")),
+    )
     net.detection_eval = L.DetectionEvaluate(
-        net.detection_out, net.label, detection_evaluate_param=detection_evaluate_param(r),
-        include=dict(phase=caffe_pb2.Phase.Value("TEST")))
+        net.detection_out,
+        net.label,
+        detection_evaluate_param=detection_evaluate_param(r),
+        include=dict(phase=caffe_pb2.Phase.Value("TEST")),
+    )
     return net
 
 
@@ -140,29 +159,44 @@ def deploy_net(r: Recipe, batch: int = 1) -> caffe_pb2.NetParameter:
     return proto
 
 
-def solver(r: Recipe, train_net_file: str, test_net_file: str, snapshot_prefix: str,
-           gpus: list[int] | None = None) -> caffe_pb2.SolverParameter:
+def solver(
+    r: Recipe, train_net_file: str, test_net_file: str, snapshot_prefix: str, gpus: list[int] | None = None
+) -> caffe_pb2.SolverParameter:
     """The SGD solver of the official scripts, with the batch split for ``gpus``."""
     gpus = gpus or []
     _, iter_size = r.split_batch(gpus)
     # SSD scales the per-image rate for VALID normalisation (x25 / loc_weight), DSOD by 10.
     base_lr = r.lr if r.lr is not None else 10 * r.base_lr * 25.0 / r.loc_weight
     params = dict(
-        base_lr=base_lr, weight_decay=0.0005, lr_policy="multistep",
-        stepvalue=list(r.stepvalue), gamma=0.1, momentum=0.9, iter_size=iter_size,
-        max_iter=r.max_iter, snapshot=r.snapshot, display=r.display, average_loss=10,
+        base_lr=base_lr,
+        weight_decay=0.0005,
+        lr_policy="multistep",
+        stepvalue=list(r.stepvalue),
+        gamma=0.1,
+        momentum=0.9,
+        iter_size=iter_size,
+        max_iter=r.max_iter,
+        snapshot=r.snapshot,
+        display=r.display,
+        average_loss=10,
         type="SGD",
         solver_mode=P.Solver.GPU if gpus else P.Solver.CPU,
         device_id=gpus[0] if gpus else 0,
-        debug_info=False, snapshot_after_train=True,
-        test_iter=[r.test_iter], test_interval=r.test_interval, eval_type="detection",
-        ap_version=r.ap_version, test_initialization=r.test_initialization)
+        debug_info=False,
+        snapshot_after_train=True,
+        test_iter=[r.test_iter],
+        test_interval=r.test_interval,
+        eval_type="detection",
+        ap_version=r.ap_version,
+        test_initialization=r.test_initialization,
+    )
     if r.show_per_class_result is not None:
         params["show_per_class_result"] = r.show_per_class_result
     if r.random_seed is not None:
         params["random_seed"] = r.random_seed
-    return caffe_pb2.SolverParameter(train_net=train_net_file, test_net=[test_net_file],
-                                     snapshot_prefix=snapshot_prefix, **params)
+    return caffe_pb2.SolverParameter(
+        train_net=train_net_file, test_net=[test_net_file], snapshot_prefix=snapshot_prefix, **params
+    )
 
 
 def net_text(proto: caffe_pb2.NetParameter) -> str:
@@ -191,8 +225,10 @@ def render_nets(r: Recipe, out_dir: str | Path, gpus: list[int] | None = None) -
         "train": net_text(train_net(r, gpus)),
         "test": net_text(test_net(r)),
         "deploy": net_text(deploy_net(r)),
-        "solver": to_prototxt(solver(r, str(files["train"]), str(files["test"]),
-                                     str(files["snapshot_prefix"]), gpus)) + "\n",
+        "solver": to_prototxt(
+            solver(r, str(files["train"]), str(files["test"]), str(files["snapshot_prefix"]), gpus)
+        )
+        + "\n",
     }
 
 

@@ -19,16 +19,16 @@ from .heads import PriorConfig
 class Recipe:
     """Everything that defines one DSOD job (model, data, priors, solver)."""
 
-    model: str                      # "DSOD300", "GRP_DSOD320", ...
-    dataset: str                    # "VOC0712", "VOC0712Plus", "coco", or a custom name
+    model: str  # "DSOD300", "GRP_DSOD320", ...
+    dataset: str  # "VOC0712", "VOC0712Plus", "coco", or a custom name
     job_name: str
     model_name: str
-    resize: tuple[int, int]         # (height, width) of the network input
+    resize: tuple[int, int]  # (height, width) of the network input
     num_classes: int
     body: Callable[[NetSpec, str], list[str]]  # adds the backbone, returns source names
     priors: PriorConfig
     normalizations: list[float]
-    gate_channels: list[int] | None = None     # GRP-DSOD: gate every source
+    gate_channels: list[int] | None = None  # GRP-DSOD: gate every source
     # data
     train_data: str = ""
     test_data: str = ""
@@ -43,9 +43,9 @@ class Recipe:
     accum_batch_size: int = 128
     test_batch_size: int = 2
     num_test_image: int = 4952
-    test_iter_ceil: bool = True     # official VOC scripts round up; the COCO one divides
+    test_iter_ceil: bool = True  # official VOC scripts round up; the COCO one divides
     # solver
-    base_lr: float = 0.0004         # before the VALID-normalisation and x10 factors
+    base_lr: float = 0.0004  # before the VALID-normalisation and x10 factors
     stepvalue: list[int] = field(default_factory=lambda: [20000, 40000, 60000, 80000, 100000])
     max_iter: int = 100000
     snapshot: int = 2000
@@ -57,7 +57,7 @@ class Recipe:
     output_format: str = "VOC"
     show_per_class_result: bool | None = None  # set only when a recipe asks for it
     random_seed: int | None = None
-    lr: float | None = None          # the solver's base_lr as given (else derived from base_lr)
+    lr: float | None = None  # the solver's base_lr as given (else derived from base_lr)
     train_transform: dict | None = None  # replaces the SSD training transform when set
     # BatchNorm moving-average fraction of every BN layer in the train net (Caffe: 0.999).
     # Short trainings need a smaller one, or test-time statistics lag far behind the weights.

@@ -57,8 +57,9 @@ def deploy_for_engines(deploy: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter
     return net
 
 
-def load_pair(deploy: caffe_pb2.NetParameter | PathLike, weights: caffe_pb2.NetParameter | PathLike,
-              verify: bool = True) -> tuple[caffe_pb2.NetParameter, bytes, str]:
+def load_pair(
+    deploy: caffe_pb2.NetParameter | PathLike, weights: caffe_pb2.NetParameter | PathLike, verify: bool = True
+) -> tuple[caffe_pb2.NetParameter, bytes, str]:
     """(deploy net, caffemodel bytes, weights name), after checking they match."""
     deploy_p = load_deploy(deploy)
     if isinstance(weights, caffe_pb2.NetParameter):
@@ -79,6 +80,7 @@ def check_batch(batch: np.ndarray, shape: list[int]) -> np.ndarray:
     """``batch`` as contiguous float32 NCHW with the net's C, H, W."""
     b = np.ascontiguousarray(batch, dtype=np.float32)
     if b.ndim != 4 or list(b.shape[1:]) != list(shape[1:]):
-        raise ModelLibsError(f"input batch has shape {list(b.shape)}; the net expects Nx"
-                             + "x".join(map(str, shape[1:])))
+        raise ModelLibsError(
+            f"input batch has shape {list(b.shape)}; the net expects Nx" + "x".join(map(str, shape[1:]))
+        )
     return b

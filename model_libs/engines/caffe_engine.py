@@ -50,8 +50,12 @@ class CaffeEngine:
 
     name = "caffe"
 
-    def __init__(self, deploy: caffe_pb2.NetParameter | PathLike,
-                 weights: caffe_pb2.NetParameter | PathLike, verify: bool = True) -> None:
+    def __init__(
+        self,
+        deploy: caffe_pb2.NetParameter | PathLike,
+        weights: caffe_pb2.NetParameter | PathLike,
+        verify: bool = True,
+    ) -> None:
         caffe = import_caffe()
         self.deploy, data, self.weights_name = load_pair(deploy, weights, verify)
         self.input_blob, self._input_shape = input_name_and_shape(self.deploy)

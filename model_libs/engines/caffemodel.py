@@ -37,6 +37,7 @@ PathLike = str | os.PathLike
 
 # ----------------------------------------------------------------------------- blobs
 
+
 def blob_shape(blob: caffe_pb2.BlobProto) -> list[int]:
     """The shape of ``blob``: its ``shape`` message, else the legacy 4-D fields."""
     if blob.HasField("shape"):
@@ -96,6 +97,7 @@ def shape_matches(blob: caffe_pb2.BlobProto, expected: Sequence[int]) -> bool:
 
 # ----------------------------------------------------------------------------- files
 
+
 def read_caffemodel(path: PathLike) -> caffe_pb2.NetParameter:
     """Parse a binary caffemodel; a missing or corrupt file is a :class:`ModelLibsError`."""
     p = Path(path)
@@ -144,9 +146,11 @@ def load_weights(weights: caffe_pb2.NetParameter | PathLike) -> caffe_pb2.NetPar
 
 # ----------------------------------------------------------------------------- iteration
 
+
 @dataclass
 class BlobInfo:
     """One stored blob: its layer, position in the layer, shape and values."""
+
     layer: str
     type: str
     index: int
@@ -173,8 +177,9 @@ def iter_blobs(net: caffe_pb2.NetParameter) -> Iterator[BlobInfo]:
     """Every stored blob of ``net`` in file order."""
     for name, type_, blobs in layers_with_blobs(net):
         for i, b in enumerate(blobs):
-            yield BlobInfo(name, type_, i, blob_shape(b), is_legacy(b),
-                           blob_array(b, f"layer {name!r} blob {i}"))
+            yield BlobInfo(
+                name, type_, i, blob_shape(b), is_legacy(b), blob_array(b, f"layer {name!r} blob {i}")
+            )
 
 
 def weights_dict(net: caffe_pb2.NetParameter) -> dict[str, list[np.ndarray]]:
@@ -185,8 +190,9 @@ def weights_dict(net: caffe_pb2.NetParameter) -> dict[str, list[np.ndarray]]:
     return out
 
 
-def weights_net(deploy: caffe_pb2.NetParameter, weights: dict[str, list[np.ndarray]],
-                legacy: bool = False) -> caffe_pb2.NetParameter:
+def weights_net(
+    deploy: caffe_pb2.NetParameter, weights: dict[str, list[np.ndarray]], legacy: bool = False
+) -> caffe_pb2.NetParameter:
     """A caffemodel NetParameter: ``deploy``'s layers (as Caffe snapshots them) with blobs
     from ``weights`` (layers absent from ``weights`` are stored without blobs)."""
     net = caffe_pb2.NetParameter()
@@ -199,6 +205,7 @@ def weights_net(deploy: caffe_pb2.NetParameter, weights: dict[str, list[np.ndarr
 
 
 # ----------------------------------------------------------------------------- summary table
+
 
 def weight_table(net: caffe_pb2.NetParameter, limit: int | None = None) -> str:
     """A human-readable listing: one row per blob (layer, type, index, shape, count, min,
@@ -214,25 +221,33 @@ def weight_table(net: caffe_pb2.NetParameter, limit: int | None = None) -> str:
         layers.add(info.layer)
         legacy += info.legacy
         if limit is None or len(rows) <= limit:
-            stats = (f"{a.min():.4g}", f"{a.max():.4g}", f"{a.mean():.4g}", f"{a.std():.4g}") \
-                if a.size else ("-",) * 4
+            stats = (
+                (f"{a.min():.4g}", f"{a.max():.4g}", f"{a.mean():.4g}", f"{a.std():.4g}")
+                if a.size
+                else ("-",) * 4
+            )
             shape = "x".join(map(str, info.shape)) + (" (legacy)" if info.legacy else "")
             rows.append((info.layer, info.type, str(info.index), shape, f"{a.size:,}", *stats))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in
-                       enumerate(zip(r, widths))) for r in rows]
+    lines = [
+        "  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in rows
+    ]
     lines.insert(1, "-" * len(lines[0]))
     if limit is not None and n_blobs > limit:
         lines.append(f"... {n_blobs - limit} more blobs")
-    lines += ["-" * len(lines[0]),
-              f"net: {net.name or '(unnamed)'}",
-              f"layers with blobs: {len(layers)}",
-              f"blobs: {n_blobs}" + (f" ({legacy} in legacy 4-D form)" if legacy else ""),
-              f"stored values: {total:,} ({total * 4 / 1e6:.1f} MB as float32)"]
+    lines += [
+        "-" * len(lines[0]),
+        f"net: {net.name or '(unnamed)'}",
+        f"layers with blobs: {len(layers)}",
+        f"blobs: {n_blobs}" + (f" ({legacy} in legacy 4-D form)" if legacy else ""),
+        f"stored values: {total:,} ({total * 4 / 1e6:.1f} MB as float32)",
+    ]
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- checking
+
 
 @dataclass
 class CheckReport:
@@ -243,6 +258,7 @@ class CheckReport:
     deploy net lacks (Caffe ignores them; a warning, not an error); ``type_mismatch``,
     ``count_mismatch`` (number of blobs) and ``shape_mismatch`` are errors.
     """
+
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
     type_mismatch: list[str] = field(default_factory=list)
@@ -253,8 +269,12 @@ class CheckReport:
     @property
     def errors(self) -> list[str]:
         """Every problem that makes the caffemodel unusable with the deploy net, in net order."""
-        return ([f"missing layer {m}" for m in self.missing] + self.type_mismatch
-                + self.count_mismatch + self.shape_mismatch)
+        return (
+            [f"missing layer {m}" for m in self.missing]
+            + self.type_mismatch
+            + self.count_mismatch
+            + self.shape_mismatch
+        )
 
     @property
     def ok(self) -> bool:
@@ -263,11 +283,13 @@ class CheckReport:
     def text(self, limit: int = 10) -> str:
         """A short report: counts, then the first ``limit`` problems of each kind."""
         lines = [f"{self.matched} layers match"]
-        for title, items in (("missing from the caffemodel", self.missing),
-                             ("type mismatch", self.type_mismatch),
-                             ("blob count mismatch", self.count_mismatch),
-                             ("blob shape mismatch", self.shape_mismatch),
-                             ("extra in the caffemodel (ignored)", self.extra)):
+        for title, items in (
+            ("missing from the caffemodel", self.missing),
+            ("type mismatch", self.type_mismatch),
+            ("blob count mismatch", self.count_mismatch),
+            ("blob shape mismatch", self.shape_mismatch),
+            ("extra in the caffemodel (ignored)", self.extra),
+        ):
             if items:
                 lines.append(f"{len(items)} {title}:")
                 lines += [f"  {x}" for x in items[:limit]]
@@ -282,8 +304,9 @@ def expected_blob_shapes(deploy: caffe_pb2.NetParameter) -> list[tuple[str, str,
     return [(x.name, x.type, x.blob_shapes) for x in summarize(deploy).layers if x.blob_shapes]
 
 
-def check(deploy: caffe_pb2.NetParameter | PathLike,
-          weights: caffe_pb2.NetParameter | PathLike) -> CheckReport:
+def check(
+    deploy: caffe_pb2.NetParameter | PathLike, weights: caffe_pb2.NetParameter | PathLike
+) -> CheckReport:
     """Compare a caffemodel's layers and blob shapes against a deploy net."""
     deploy_p = load_deploy(deploy)
     weights_p = load_weights(weights)
@@ -302,22 +325,27 @@ def check(deploy: caffe_pb2.NetParameter | PathLike,
             ok = False
         if len(blobs) != len(shapes):
             report.count_mismatch.append(
-                f"layer {name!r}: deploy expects {len(shapes)} blobs, caffemodel has {len(blobs)}")
+                f"layer {name!r}: deploy expects {len(shapes)} blobs, caffemodel has {len(blobs)}"
+            )
             ok = False
         for i, (b, shape) in enumerate(zip(blobs, shapes)):
             if not shape_matches(b, shape):
                 report.shape_mismatch.append(
                     f"layer {name!r} blob {i}: deploy expects {'x'.join(map(str, shape))}, "
-                    f"caffemodel has {'x'.join(map(str, blob_shape(b)))}")
+                    f"caffemodel has {'x'.join(map(str, blob_shape(b)))}"
+                )
                 ok = False
         report.matched += ok
     report.extra = [f"{n!r} ({t})" for n, (t, _) in stored.items() if n not in expected_names]
     return report
 
 
-def require_match(deploy: caffe_pb2.NetParameter | PathLike,
-                  weights: caffe_pb2.NetParameter | PathLike, name: str = "caffemodel",
-                  limit: int = 5) -> CheckReport:
+def require_match(
+    deploy: caffe_pb2.NetParameter | PathLike,
+    weights: caffe_pb2.NetParameter | PathLike,
+    name: str = "caffemodel",
+    limit: int = 5,
+) -> CheckReport:
     """:func:`check`, raising a :class:`ModelLibsError` that lists the first mismatches."""
     report = check(deploy, weights)
     if not report.ok:
@@ -325,5 +353,6 @@ def require_match(deploy: caffe_pb2.NetParameter | PathLike,
         more = f"\n  ... and {len(errs) - limit} more" if len(errs) > limit else ""
         raise ModelLibsError(
             f"{name}: does not match the deploy net ({len(errs)} problems; "
-            f"{report.matched} layers match):\n  " + "\n  ".join(errs[:limit]) + more)
+            f"{report.matched} layers match):\n  " + "\n  ".join(errs[:limit]) + more
+        )
     return report

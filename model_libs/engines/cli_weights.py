@@ -18,16 +18,18 @@ from .init import init_weights
 
 def main(argv: list[str]) -> int:
     """Entry point of ``python -m model_libs weights``."""
-    ap = argparse.ArgumentParser(prog="python -m model_libs weights",
-                                 description="Create, list and check caffemodel files.")
+    ap = argparse.ArgumentParser(
+        prog="python -m model_libs weights", description="Create, list and check caffemodel files."
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("init", help="write an untrained caffemodel from the deploy net's fillers")
     p.add_argument("--deploy", required=True, help="deploy prototxt")
     p.add_argument("--out", required=True, help="caffemodel to write")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--legacy", action="store_true", help="store blob shapes in the legacy 4-D form")
-    p.add_argument("--randomize", action="store_true",
-                   help="perturb BatchNorm statistics and scales (for engine tests)")
+    p.add_argument(
+        "--randomize", action="store_true", help="perturb BatchNorm statistics and scales (for engine tests)"
+    )
     p = sub.add_parser("show", help="list the blobs of a caffemodel")
     p.add_argument("weights")
     p.add_argument("--limit", type=int, default=None, help="print at most this many blob rows")
@@ -38,8 +40,9 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
 
     if args.cmd == "init":
-        net = init_weights(load_net(args.deploy), seed=args.seed, randomize=args.randomize,
-                           legacy=args.legacy)
+        net = init_weights(
+            load_net(args.deploy), seed=args.seed, randomize=args.randomize, legacy=args.legacy
+        )
         path = write_caffemodel(args.out, net)
         n = sum(len(b.data) for layer in net.layer for b in layer.blobs)
         print(f"wrote {path}: {n:,} values, seed {args.seed}")

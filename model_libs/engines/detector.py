@@ -46,6 +46,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".t
 class Detection:
     """One detected object; ``box`` is (xmin, ymin, xmax, ymax) in pixels of the original
     image, clipped to it."""
+
     label: int
     name: str
     score: float
@@ -105,8 +106,10 @@ def choose_engine(engine: str = "auto") -> tuple[str, str]:
         return engine, "requested"
     if opencv_available():
         also = "Caffe is also available but " if caffe_available() else ""
-        return "opencv", (f"auto: {also}OpenCV DNN is faster than CPU Caffe "
-                          "(1.9x on DSOD300, 2 cores; see bench/bench_deploy.py)")
+        return "opencv", (
+            f"auto: {also}OpenCV DNN is faster than CPU Caffe "
+            "(1.9x on DSOD300, 2 cores; see bench/bench_deploy.py)"
+        )
     if caffe_available():
         return "caffe", "auto: OpenCV (4.x with the Caffe importer) is not available"
     raise ModelLibsError("no inference engine: install opencv-python-headless<5 or build Caffe")
@@ -116,9 +119,11 @@ def make_engine(name: str, deploy, weights, verify: bool = True):
     """An engine instance by name (``opencv`` or ``caffe``)."""
     if name == "opencv":
         from .opencv_engine import OpenCVEngine
+
         return OpenCVEngine(deploy, weights, verify=verify)
     if name == "caffe":
         from .caffe_engine import CaffeEngine
+
         return CaffeEngine(deploy, weights, verify=verify)
     raise ModelLibsError(f"unknown engine {name!r}")
 
@@ -139,8 +144,12 @@ def to_bgr(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def preprocess(images: Sequence[np.ndarray], size: tuple[int, int],
-               mean: Sequence[float] = DSOD_MEAN_BGR, scale: float = 1.0) -> np.ndarray:
+def preprocess(
+    images: Sequence[np.ndarray],
+    size: tuple[int, int],
+    mean: Sequence[float] = DSOD_MEAN_BGR,
+    scale: float = 1.0,
+) -> np.ndarray:
     """NCHW float32 batch: warp each BGR image to ``size`` = (height, width) with
     INTER_LINEAR, subtract ``mean`` (BGR), multiply by ``scale``."""
     import cv2
@@ -154,18 +163,27 @@ def preprocess(images: Sequence[np.ndarray], size: tuple[int, int],
     return out
 
 
-def to_detections(rows: np.ndarray, n_images: int, sizes: Sequence[tuple[int, int]],
-                  names: dict[int, str] | None, threshold: float = 0.0) -> list[list[Detection]]:
+def to_detections(
+    rows: np.ndarray,
+    n_images: int,
+    sizes: Sequence[tuple[int, int]],
+    names: dict[int, str] | None,
+    threshold: float = 0.0,
+) -> list[list[Detection]]:
     """Split DetectionOutput rows [image_id, label, score, xmin, ymin, xmax, ymax]
     (normalised) into per-image :class:`Detection` lists in pixels, sorted by score."""
     per: list[list[Detection]] = [[] for _ in range(n_images)]
     for r in np.asarray(rows, dtype=np.float64).reshape(-1, 7):
         image_id, label, score = int(r[0]), int(r[1]), float(r[2])
         if image_id < 0 or image_id >= n_images or label < 0 or score < threshold:
-            continue   # Caffe's "no detection" row is all -1
+            continue  # Caffe's "no detection" row is all -1
         h, w = sizes[image_id]
-        box = (float(np.clip(r[3] * w, 0, w)), float(np.clip(r[4] * h, 0, h)),
-               float(np.clip(r[5] * w, 0, w)), float(np.clip(r[6] * h, 0, h)))
+        box = (
+            float(np.clip(r[3] * w, 0, w)),
+            float(np.clip(r[4] * h, 0, h)),
+            float(np.clip(r[5] * w, 0, w)),
+            float(np.clip(r[6] * h, 0, h)),
+        )
         name = (names or {}).get(label, str(label))
         per[image_id].append(Detection(label, name, score, box))
     for dets in per:
@@ -183,12 +201,19 @@ class Detector:
     net before loading (clear error listing mismatches).
     """
 
-    def __init__(self, deploy: caffe_pb2.NetParameter | PathLike,
-                 weights: caffe_pb2.NetParameter | PathLike, engine: str = "auto",
-                 labelmap: PathLike | dict[int, str] | None = None,
-                 mean: Sequence[float] = DSOD_MEAN_BGR, scale: float = 1.0,
-                 input_size: tuple[int, int] | None = None, batch_size: int = 1,
-                 threshold: float = 0.0, verify: bool = True) -> None:
+    def __init__(
+        self,
+        deploy: caffe_pb2.NetParameter | PathLike,
+        weights: caffe_pb2.NetParameter | PathLike,
+        engine: str = "auto",
+        labelmap: PathLike | dict[int, str] | None = None,
+        mean: Sequence[float] = DSOD_MEAN_BGR,
+        scale: float = 1.0,
+        input_size: tuple[int, int] | None = None,
+        batch_size: int = 1,
+        threshold: float = 0.0,
+        verify: bool = True,
+    ) -> None:
         if batch_size < 1:
             raise ModelLibsError(f"batch_size must be at least 1, got {batch_size}")
         if len(mean) != 3:
@@ -198,8 +223,10 @@ class Detector:
         shape = self.engine.input_shape
         self.input_size = tuple(input_size) if input_size else (shape[2], shape[3])
         if tuple(self.input_size) != (shape[2], shape[3]):
-            raise ModelLibsError(f"input_size {self.input_size} differs from the deploy net's "
-                                 f"{shape[2]}x{shape[3]}; PriorBox geometry is fixed by the net")
+            raise ModelLibsError(
+                f"input_size {self.input_size} differs from the deploy net's "
+                f"{shape[2]}x{shape[3]}; PriorBox geometry is fixed by the net"
+            )
         if isinstance(labelmap, dict):
             self.names: dict[int, str] | None = dict(labelmap)
         else:
@@ -213,14 +240,17 @@ class Detector:
         """The NCHW float32 batch the net sees for ``images`` (BGR uint8)."""
         return preprocess(images, self.input_size, self.mean, self.scale)
 
-    def detect(self, images: Sequence[np.ndarray | PathLike],
-               threshold: float | None = None) -> list[list[Detection]]:
+    def detect(
+        self, images: Sequence[np.ndarray | PathLike], threshold: float | None = None
+    ) -> list[list[Detection]]:
         """Detections for each image (arrays in BGR, or file paths), in input order."""
         thr = self.threshold if threshold is None else threshold
         results: list[list[Detection]] = []
         for start in range(0, len(images), self.batch_size):
-            chunk = [read_image(x) if isinstance(x, str | os.PathLike) else to_bgr(x)
-                     for x in images[start:start + self.batch_size]]
+            chunk = [
+                read_image(x) if isinstance(x, str | os.PathLike) else to_bgr(x)
+                for x in images[start : start + self.batch_size]
+            ]
             rows = self.engine.forward(self.preprocess(chunk))["detection_out"]
             results += to_detections(rows, len(chunk), [c.shape[:2] for c in chunk], self.names, thr)
         return results

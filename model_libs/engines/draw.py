@@ -25,6 +25,5 @@ def draw(image: np.ndarray, detections: list[Detection]) -> np.ndarray:
         (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
         ty = max(y0, th + base)
         cv2.rectangle(out, (x0, ty - th - base), (x0 + tw, ty), c, -1)
-        cv2.putText(out, caption, (x0, ty - base), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1,
-                    cv2.LINE_AA)
+        cv2.putText(out, caption, (x0, ty - base), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return out

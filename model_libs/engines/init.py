@@ -105,7 +105,7 @@ def _fillers(layer: caffe_pb2.LayerParameter, n_blobs: int) -> list[caffe_pb2.Fi
     if t == "Scale":
         p = layer.scale_param
         scale = p.filler if p.HasField("filler") else _constant(1.0)
-        if len(layer.bottom) > 1:   # the scale comes from the second bottom; only a bias is stored
+        if len(layer.bottom) > 1:  # the scale comes from the second bottom; only a bias is stored
             return [p.bias_filler][:n_blobs]
         return [scale, p.bias_filler][:n_blobs]
     if t == "Normalize":
@@ -116,8 +116,9 @@ def _fillers(layer: caffe_pb2.LayerParameter, n_blobs: int) -> list[caffe_pb2.Fi
     raise ModelLibsError(f"layer {layer.name!r}: no filler rule for parameter blobs of a {t} layer")
 
 
-def init_weights(deploy: caffe_pb2.NetParameter, seed: int = 0, randomize: bool = False,
-                 legacy: bool = False) -> caffe_pb2.NetParameter:
+def init_weights(
+    deploy: caffe_pb2.NetParameter, seed: int = 0, randomize: bool = False, legacy: bool = False
+) -> caffe_pb2.NetParameter:
     """A caffemodel NetParameter for ``deploy`` with blobs filled from its fillers.
 
     Deterministic for a given ``seed``. ``randomize`` perturbs BatchNorm statistics (mean
@@ -129,8 +130,9 @@ def init_weights(deploy: caffe_pb2.NetParameter, seed: int = 0, randomize: bool 
     return weights_net(deploy, init_arrays(deploy, seed, randomize), legacy=legacy)
 
 
-def init_arrays(deploy: caffe_pb2.NetParameter, seed: int = 0,
-                randomize: bool = False) -> dict[str, list[np.ndarray]]:
+def init_arrays(
+    deploy: caffe_pb2.NetParameter, seed: int = 0, randomize: bool = False
+) -> dict[str, list[np.ndarray]]:
     """{layer: [blob arrays]} as :func:`init_weights` fills them."""
     rng = np.random.default_rng(seed)
     by_name = {layer.name: layer for layer in deploy.layer}
@@ -142,7 +144,7 @@ def init_arrays(deploy: caffe_pb2.NetParameter, seed: int = 0,
         fillers = _fillers(layer, len(ls.blob_shapes))
         arrays = []
         for i, (filler, shape) in enumerate(zip(fillers, ls.blob_shapes)):
-            if filler is None:      # BatchNorm: mean, variance, factor
+            if filler is None:  # BatchNorm: mean, variance, factor
                 if i == 0:
                     a = (rng.normal(0, 0.1, shape) if randomize else np.zeros(shape)).astype(np.float32)
                 elif i == 1:
@@ -151,12 +153,20 @@ def init_arrays(deploy: caffe_pb2.NetParameter, seed: int = 0,
                     a = np.ones(shape, dtype=np.float32)
             else:
                 a = fill(filler, shape, rng)
-                if randomize and i == 0 and filler.type == "constant" \
-                        and layer.type in ("Convolution", "InnerProduct"):
+                if (
+                    randomize
+                    and i == 0
+                    and filler.type == "constant"
+                    and layer.type in ("Convolution", "InnerProduct")
+                ):
                     # e.g. GRP-DSOD's gate fc layers (constant 0): give the gates some signal
                     a = (a + rng.normal(0, 1 / math.sqrt(math.prod(shape[1:])), shape)).astype(np.float32)
-                elif randomize and layer.type in ("Scale", "Normalize") and i == 0 \
-                        and not (layer.type == "Scale" and len(layer.bottom) > 1):
+                elif (
+                    randomize
+                    and layer.type in ("Scale", "Normalize")
+                    and i == 0
+                    and not (layer.type == "Scale" and len(layer.bottom) > 1)
+                ):
                     a = (a * rng.uniform(0.8, 1.2, shape)).astype(np.float32)
                 elif randomize and i == 1:
                     a = (a + rng.normal(0, 0.05, shape)).astype(np.float32)

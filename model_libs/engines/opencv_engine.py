@@ -23,11 +23,14 @@ def import_cv2():
     try:
         import cv2
     except ImportError as exc:
-        raise ModelLibsError(f"OpenCV is not installed ({exc}); "
-                             "pip install 'opencv-python-headless<5'") from None
+        raise ModelLibsError(
+            f"OpenCV is not installed ({exc}); pip install 'opencv-python-headless<5'"
+        ) from None
     if not hasattr(cv2, "dnn") or not hasattr(cv2.dnn, "readNetFromCaffe"):
-        raise ModelLibsError(f"OpenCV {cv2.__version__} has no Caffe importer (removed in OpenCV 5); "
-                             "install opencv-python-headless 4.x")
+        raise ModelLibsError(
+            f"OpenCV {cv2.__version__} has no Caffe importer (removed in OpenCV 5); "
+            "install opencv-python-headless 4.x"
+        )
     return cv2
 
 
@@ -69,9 +72,13 @@ class OpenCVEngine:
 
     name = "opencv"
 
-    def __init__(self, deploy: caffe_pb2.NetParameter | PathLike,
-                 weights: caffe_pb2.NetParameter | PathLike, verify: bool = True,
-                 threads: int | None = None) -> None:
+    def __init__(
+        self,
+        deploy: caffe_pb2.NetParameter | PathLike,
+        weights: caffe_pb2.NetParameter | PathLike,
+        verify: bool = True,
+        threads: int | None = None,
+    ) -> None:
         cv2 = import_cv2()
         self.deploy, data, self.weights_name = load_pair(deploy, weights, verify)
         self.input_blob, self._input_shape = input_name_and_shape(self.deploy)
@@ -82,8 +89,9 @@ class OpenCVEngine:
         try:
             self.net = cv2.dnn.readNetFromCaffe(bufferProto=bytearray(proto), bufferModel=bytearray(data))
         except cv2.error as exc:
-            raise ModelLibsError(f"{self.weights_name}: OpenCV could not load the net: "
-                                 f"{str(exc).strip().splitlines()[-1]}") from None
+            raise ModelLibsError(
+                f"{self.weights_name}: OpenCV could not load the net: {str(exc).strip().splitlines()[-1]}"
+            ) from None
         self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
         self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
         self.version = cv2.__version__

@@ -1,11 +1,11 @@
 """``python -m model_libs eval``: score detections (VOC / COCO mAP) and compare runs.
 
-    eval voc (--root VOCDEVKIT --set VOC2007:test | --lmdb LMDB --labelmap FILE)
-             --results DIR|FILE.json
-             [--metric 11point|area] [--labelmap FILE] [--prefix comp4_det_test_]
-             [--json OUT] [--plots DIR]
-    eval coco --annotations JSON --results JSON [--json OUT]
-    eval compare A.json B.json [--names A B] [--json OUT]
+eval voc (--root VOCDEVKIT --set VOC2007:test | --lmdb LMDB --labelmap FILE)
+         --results DIR|FILE.json
+         [--metric 11point|area] [--labelmap FILE] [--prefix comp4_det_test_]
+         [--json OUT] [--plots DIR]
+eval coco --annotations JSON --results JSON [--json OUT]
+eval compare A.json B.json [--names A B] [--json OUT]
 """
 
 from __future__ import annotations
@@ -18,19 +18,26 @@ from ..errors import ModelLibsError
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m model_libs eval",
-                                 description="Score saved detections and compare runs.")
+    ap = argparse.ArgumentParser(
+        prog="python -m model_libs eval", description="Score saved detections and compare runs."
+    )
     sub = ap.add_subparsers(dest="what", required=True)
 
     v = sub.add_parser("voc", help="VOC AP per class and mAP (devkit semantics)")
     v.add_argument("--root", help="VOCdevkit folder (holding VOC2007/)")
     v.add_argument("--set", dest="image_set", help="YEAR:SET, e.g. VOC2007:test")
-    v.add_argument("--lmdb", help="ground truth from an annotated LMDB instead of --root/--set "
-                                  "(needs --labelmap)")
-    v.add_argument("--results", required=True,
-                   help="folder of <prefix><class>.txt files, or a JSON list of detections")
-    v.add_argument("--metric", choices=("11point", "area"), default="11point",
-                   help="11point (VOC2007, default) or area (VOC2010+)")
+    v.add_argument(
+        "--lmdb", help="ground truth from an annotated LMDB instead of --root/--set (needs --labelmap)"
+    )
+    v.add_argument(
+        "--results", required=True, help="folder of <prefix><class>.txt files, or a JSON list of detections"
+    )
+    v.add_argument(
+        "--metric",
+        choices=("11point", "area"),
+        default="11point",
+        help="11point (VOC2007, default) or area (VOC2010+)",
+    )
     v.add_argument("--labelmap", help="LabelMap prototxt: the classes to evaluate")
     v.add_argument("--prefix", default="comp4_det_test_", help="result file name prefix")
     v.add_argument("--iou", type=float, default=0.5, help="overlap threshold (default 0.5)")
@@ -86,11 +93,16 @@ def _voc(args: argparse.Namespace) -> int:
     else:
         gt = load_voc_ground_truth(args.root, *parse_set_spec(args.image_set))
         set_name = args.image_set
-    ev = evaluate_voc(dets, gt, classes=classes, metric=args.metric, iou_threshold=args.iou,
-                      set_name=set_name)
+    ev = evaluate_voc(
+        dets, gt, classes=classes, metric=args.metric, iou_threshold=args.iou, set_name=set_name
+    )
     rep = voc_report(ev, set=set_name, results=str(results))
-    print(format_table(rep, title=f"VOC {set_name}  metric={args.metric}  "
-                                  f"IoU>={args.iou:g}  ({len(gt)} images)"), end="")
+    print(
+        format_table(
+            rep, title=f"VOC {set_name}  metric={args.metric}  IoU>={args.iou:g}  ({len(gt)} images)"
+        ),
+        end="",
+    )
     if args.json:
         write_json(args.json, rep)
     if args.plots:

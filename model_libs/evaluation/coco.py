@@ -26,8 +26,18 @@ import numpy as np
 from ..errors import ModelLibsError
 
 STAT_NAMES: tuple[str, ...] = (
-    "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
-    "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large",
+    "AP",
+    "AP50",
+    "AP75",
+    "AP_small",
+    "AP_medium",
+    "AP_large",
+    "AR1",
+    "AR10",
+    "AR100",
+    "AR_small",
+    "AR_medium",
+    "AR_large",
 )
 
 
@@ -70,8 +80,11 @@ def check_results(results: Any, image_ids: set, category_ids: set, source: str) 
         if missing:
             raise ModelLibsError(f"{where}: missing {', '.join(missing)}")
         bbox = d["bbox"]
-        if (not isinstance(bbox, list) or len(bbox) != 4
-                or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)):
+        if (
+            not isinstance(bbox, list)
+            or len(bbox) != 4
+            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)
+        ):
             raise ModelLibsError(f"{where}: bbox must be 4 finite numbers [x, y, width, height]")
         s = d["score"]
         if not isinstance(s, (int, float)) or not math.isfinite(s):
@@ -79,9 +92,7 @@ def check_results(results: Any, image_ids: set, category_ids: set, source: str) 
         if d["image_id"] not in image_ids:
             raise ModelLibsError(f"{where}: image_id {d['image_id']!r} is not in the annotations")
         if d["category_id"] not in category_ids:
-            raise ModelLibsError(
-                f"{where}: category_id {d['category_id']!r} is not in the annotations"
-            )
+            raise ModelLibsError(f"{where}: category_id {d['category_id']!r} is not in the annotations")
 
 
 def evaluate_coco(
@@ -100,8 +111,7 @@ def evaluate_coco(
         raise ModelLibsError("COCO evaluation needs pycocotools (pip install pycocotools)") from None
     ann_src = str(annotations) if not isinstance(annotations, dict) else "<annotations>"
     res_src = str(results) if not isinstance(results, list) else "<results>"
-    gt_json = annotations if isinstance(annotations, dict) else _load_json(
-        Path(annotations), "annotations")
+    gt_json = annotations if isinstance(annotations, dict) else _load_json(Path(annotations), "annotations")
     res_json = results if isinstance(results, list) else _load_json(Path(results), "results")
     if not isinstance(gt_json, dict) or "images" not in gt_json or "categories" not in gt_json:
         raise ModelLibsError(f"{ann_src}: not a COCO annotation file (needs images, categories)")
@@ -128,8 +138,11 @@ def evaluate_coco(
             coco_dt = coco_gt.loadRes(res_json)
         else:
             coco_dt = COCO()
-            coco_dt.dataset = {"images": gt_json["images"], "categories": gt_json["categories"],
-                               "annotations": []}
+            coco_dt.dataset = {
+                "images": gt_json["images"],
+                "categories": gt_json["categories"],
+                "annotations": [],
+            }
             coco_dt.createIndex()
         ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
         if image_ids is not None:

@@ -62,15 +62,18 @@ def load_lmdb_ground_truth(
         objs: list[GTObject] = []
         for g in ad.annotation_group:
             if g.group_label not in label_names:
-                raise ModelLibsError(
-                    f"{p}: record {key}: label {g.group_label} is not in the label map")
+                raise ModelLibsError(f"{p}: record {key}: label {g.group_label} is not in the label map")
             name = label_names[g.group_label]
             for a in g.annotation:
                 b = a.bbox
                 # Undo the float32 normalization: VOC/COCO pixel values have at most a few
                 # decimals, float32 error is < 1e-4 px for sizes < 1e3.
-                box = (round(float(b.xmin) * w, 3), round(float(b.ymin) * h, 3),
-                       round(float(b.xmax) * w, 3), round(float(b.ymax) * h, 3))
+                box = (
+                    round(float(b.xmin) * w, 3),
+                    round(float(b.ymin) * h, 3),
+                    round(float(b.xmax) * w, 3),
+                    round(float(b.ymax) * h, 3),
+                )
                 objs.append((name, box, bool(b.difficult)))
         out[img] = objs
     return out

@@ -38,8 +38,7 @@ def voc_report(ev: VocEvaluation, **extra: Any) -> dict[str, Any]:
 
 def coco_report(ev: CocoEvaluation, **extra: Any) -> dict[str, Any]:
     """JSON-able report of a COCO evaluation (``mAP`` is AP@[.5:.95])."""
-    rep: dict[str, Any] = {"mAP": ev.mAP, "ap": ev.ap, "kind": "coco", "ap50": ev.ap50,
-                           "stats": ev.stats}
+    rep: dict[str, Any] = {"mAP": ev.mAP, "ap": ev.ap, "kind": "coco", "ap50": ev.ap50, "stats": ev.stats}
     rep.update(extra)
     return rep
 
@@ -59,8 +58,7 @@ def format_table(report: Mapping[str, Any], title: str | None = None) -> str:
     lines = [title] if title else []
     lines += [head, "-" * len(head)]
     for c, v in ap.items():
-        lines.append(f"{c:<{width}}  {_fmt(v):>7}"
-                     + "".join(f"  {report[k].get(c, ''):>8}" for k in extra))
+        lines.append(f"{c:<{width}}  {_fmt(v):>7}" + "".join(f"  {report[k].get(c, ''):>8}" for k in extra))
     lines.append("-" * len(head))
     lines.append(f"{'mAP':<{width}}  {_fmt(report['mAP']):>7}")
     if "stats" in report:
@@ -84,7 +82,7 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ModelLibsError(f"{p}:{exc.lineno}: invalid JSON ({exc.msg})") from None
     if not isinstance(rep, dict) or "ap" not in rep or not isinstance(rep["ap"], dict):
-        raise ModelLibsError(f"{p}: not an evaluation report (needs \"mAP\" and \"ap\")")
+        raise ModelLibsError(f'{p}: not an evaluation report (needs "mAP" and "ap")')
     for c, v in rep["ap"].items():
         if v is not None and not isinstance(v, (int, float)):
             raise ModelLibsError(f"{p}: ap[{c!r}] is {v!r}, expected a number or null")
@@ -102,11 +100,14 @@ def compare_reports(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any
     def delta(x: float | None, y: float | None) -> float | None:
         return None if x is None or y is None else y - x
 
-    rows = {c: {"a": a["ap"].get(c), "b": b["ap"].get(c),
-                "delta": delta(a["ap"].get(c), b["ap"].get(c))} for c in classes}
-    return {"classes": rows,
-            "mAP": {"a": a.get("mAP"), "b": b.get("mAP"),
-                    "delta": delta(a.get("mAP"), b.get("mAP"))}}
+    rows = {
+        c: {"a": a["ap"].get(c), "b": b["ap"].get(c), "delta": delta(a["ap"].get(c), b["ap"].get(c))}
+        for c in classes
+    }
+    return {
+        "classes": rows,
+        "mAP": {"a": a.get("mAP"), "b": b.get("mAP"), "delta": delta(a.get("mAP"), b.get("mAP"))},
+    }
 
 
 def format_comparison(cmp: Mapping[str, Any], name_a: str = "A", name_b: str = "B") -> str:
@@ -119,8 +120,9 @@ def format_comparison(cmp: Mapping[str, Any], name_a: str = "A", name_b: str = "
     for c, r in [*rows.items(), ("mAP", cmp["mAP"])]:
         if c == "mAP":
             lines.append("-" * len(head))
-        lines.append(f"{c:<{width}}  {_fmt(r['a']):>{wa}}  {_fmt(r['b']):>{wb}}  "
-                     f"{_fmt(r['delta'], signed=True):>7}")
+        lines.append(
+            f"{c:<{width}}  {_fmt(r['a']):>{wa}}  {_fmt(r['b']):>{wb}}  {_fmt(r['delta'], signed=True):>7}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -149,13 +151,23 @@ def plot_pr_curves(ev: VocEvaluation, out_dir: str | os.PathLike) -> list[Path]:
         fig = Figure(figsize=(5, 4))
         ax = fig.add_subplot()
         ax.plot(r.recall, r.precision, "-", lw=1.5)
-        ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision",
-               title=f"{c}: AP {_fmt(r.ap)} ({ev.metric})")
+        ax.set(
+            xlim=(0, 1),
+            ylim=(0, 1.02),
+            xlabel="recall",
+            ylabel="precision",
+            title=f"{c}: AP {_fmt(r.ap)} ({ev.metric})",
+        )
         ax.grid(True, alpha=0.3)
         save(fig, f"pr_{_safe_name(c)}.png")
         ax_all.plot(r.recall, r.precision, "-", lw=1, label=f"{c} {_fmt(r.ap)}")
-    ax_all.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision",
-               title=f"mAP {_fmt(ev.mAP)} ({ev.metric})")
+    ax_all.set(
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        xlabel="recall",
+        ylabel="precision",
+        title=f"mAP {_fmt(ev.mAP)} ({ev.metric})",
+    )
     ax_all.grid(True, alpha=0.3)
     if ev.classes:
         ax_all.legend(fontsize=6, ncol=2, loc="lower left")

@@ -92,8 +92,9 @@ class ClassDetections:
         ids = [r[0] for r in rows]
         scores = [float(r[1]) for r in rows]
         boxes = [[float(v) for v in r[2:6]] for r in rows]
-        return cls(np.array(ids, dtype=object), np.array(scores), np.array(boxes).reshape(-1, 4),
-                   source=source)
+        return cls(
+            np.array(ids, dtype=object), np.array(scores), np.array(boxes).reshape(-1, 4), source=source
+        )
 
 
 def _parse_float(token: str, where: str, what: str) -> float:
@@ -149,14 +150,10 @@ def _read_result_file(path: str | os.PathLike) -> ClassDetections:
                 _parse_float(tokens[5 * j + k], f"{src}:{lineno}", name)
         raise  # pragma: no cover - numpy and float() disagree
     values = values.reshape(-1, 5)
-    return ClassDetections(
-        np.array(ids, dtype=object), values[:, 0], values[:, 1:5], source=src, lines=lines
-    )
+    return ClassDetections(np.array(ids, dtype=object), values[:, 0], values[:, 1:5], source=src, lines=lines)
 
 
-def find_result_files(
-    directory: str | os.PathLike, prefix: str = DEFAULT_PREFIX
-) -> dict[str, Path]:
+def find_result_files(directory: str | os.PathLike, prefix: str = DEFAULT_PREFIX) -> dict[str, Path]:
     """Map class name → result file for every ``<prefix><class>.txt`` in ``directory``."""
     d = Path(directory)
     if not d.is_dir():
@@ -184,24 +181,25 @@ def read_result_dir(
     found = find_result_files(directory, prefix)
     if classes is None:
         if not found:
-            raise ModelLibsError(
-                f"{directory}: no result files named {prefix}<class>.txt found"
-            )
+            raise ModelLibsError(f"{directory}: no result files named {prefix}<class>.txt found")
         return {c: read_result_file(p) for c, p in found.items()}
     classes = list(classes)
     unknown = sorted(set(found) - set(classes))
     if unknown:
         raise ModelLibsError(
-            f"{found[unknown[0]]}: class {unknown[0]!r} is not in the label map "
-            f"(known: {', '.join(classes)})"
+            f"{found[unknown[0]]}: class {unknown[0]!r} is not in the label map (known: {', '.join(classes)})"
         )
     out: dict[str, ClassDetections] = {}
     for c in classes:
         if c in found:
             out[c] = read_result_file(found[c])
         else:
-            out[c] = ClassDetections(np.zeros(0, dtype=object), np.zeros(0), np.zeros((0, 4)),
-                                     source=str(Path(directory) / f"{prefix}{c}.txt"))
+            out[c] = ClassDetections(
+                np.zeros(0, dtype=object),
+                np.zeros(0),
+                np.zeros((0, 4)),
+                source=str(Path(directory) / f"{prefix}{c}.txt"),
+            )
     return out
 
 
@@ -243,8 +241,14 @@ def read_json_detections(path: str | os.PathLike) -> dict[str, ClassDetections]:
         boxes.append(box)
         idx.append(i)
     return {
-        c: ClassDetections(np.array(ids, dtype=object), np.array(s), np.array(b).reshape(-1, 4),
-                           source=str(p), lines=np.array(idx), json_entries=True)
+        c: ClassDetections(
+            np.array(ids, dtype=object),
+            np.array(s),
+            np.array(b).reshape(-1, 4),
+            source=str(p),
+            lines=np.array(idx),
+            json_entries=True,
+        )
         for c, (ids, s, b, idx) in per.items()
     }
 

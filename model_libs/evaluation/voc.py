@@ -89,9 +89,7 @@ def read_voc_xml(path: str | os.PathLike) -> list[GTObject]:
     return objs
 
 
-def load_voc_ground_truth(root: str | os.PathLike, year: str, image_set: str) -> dict[
-    str, list[GTObject]
-]:
+def load_voc_ground_truth(root: str | os.PathLike, year: str, image_set: str) -> dict[str, list[GTObject]]:
     """Ground truth of ``<root>/<year>/ImageSets/Main/<image_set>.txt`` from its Annotations.
 
     ``root`` is the VOCdevkit folder (holding ``VOC2007/``); a ``root`` that is itself the
@@ -193,17 +191,18 @@ def _iou_devkit(det: np.ndarray, gt: np.ndarray) -> np.ndarray:
     iw = ix2 - ix1 + 1.0
     ih = iy2 - iy1 + 1.0
     inter = iw * ih
-    ua = ((det[:, 2] - det[:, 0] + 1.0) * (det[:, 3] - det[:, 1] + 1.0)
-          + (gt[:, 2] - gt[:, 0] + 1.0) * (gt[:, 3] - gt[:, 1] + 1.0) - inter)
+    ua = (
+        (det[:, 2] - det[:, 0] + 1.0) * (det[:, 3] - det[:, 1] + 1.0)
+        + (gt[:, 2] - gt[:, 0] + 1.0) * (gt[:, 3] - gt[:, 1] + 1.0)
+        - inter
+    )
     ok = (iw > 0) & (ih > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         ov = np.where(ok, inter / np.where(ok, ua, 1.0), -np.inf)
     return ov
 
 
-def _image_index(
-    det: ClassDetections, image_pos: Mapping[str, int], set_name: str
-) -> np.ndarray:
+def _image_index(det: ClassDetections, image_pos: Mapping[str, int], set_name: str) -> np.ndarray:
     """Map each detection's image id to its position in the ground truth, or raise."""
     if len(det) == 0:
         return np.zeros(0, dtype=np.int64)
@@ -213,8 +212,7 @@ def _image_index(
     if len(missing):
         i = int(missing[0])
         raise ModelLibsError(
-            f"{det.where(i)}: image id {str(det.image_ids[i])!r} is not in the ground truth "
-            f"({set_name})"
+            f"{det.where(i)}: image id {str(det.image_ids[i])!r} is not in the ground truth ({set_name})"
         )
     return pos
 
@@ -239,8 +237,9 @@ def evaluate_class(
     # CSR layout of GT by image, keeping the original order within an image.
     g_order = np.argsort(gt_img, kind="stable")
     gt_box, gt_diff = gt_box[g_order], gt_diff[g_order]
-    counts_img = np.bincount(gt_img, minlength=n_images) if len(gt_img) else np.zeros(
-        n_images, dtype=np.int64)
+    counts_img = (
+        np.bincount(gt_img, minlength=n_images) if len(gt_img) else np.zeros(n_images, dtype=np.int64)
+    )
     start_img = np.concatenate(([0], np.cumsum(counts_img)[:-1]))
 
     order = np.argsort(-det.scores, kind="stable")

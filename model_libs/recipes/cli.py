@@ -21,24 +21,40 @@ from .train import run_caffe
 
 def build_parser(prog: str, dataset: str, models: tuple[str, ...]) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog=prog, description=f"Write (and run) the official DSOD job on {dataset}.")
+        prog=prog, description=f"Write (and run) the official DSOD job on {dataset}."
+    )
     ap.add_argument("--model", default=models[0], help=f"one of {', '.join(models)} (default {models[0]})")
-    ap.add_argument("--gpus", default=None,
-                    help="GPU ids, e.g. 0,1,2,3 (default: all visible GPUs; CPU if none; 'cpu' forces CPU)")
-    ap.add_argument("--out", default=None,
-                    help="folder for train/test/deploy/solver prototxts, job script, log and snapshots "
-                         "(default: jobs/<model>_<dataset>)")
-    ap.add_argument("--data-root", default="data",
-                    help="folder holding <dataset>/lmdb/*_lmdb and the test name/size list (default: data)")
-    ap.add_argument("--size", type=int, default=None,
-                    help="square input size (default: the model's own, e.g. 300); priors scale with it")
+    ap.add_argument(
+        "--gpus",
+        default=None,
+        help="GPU ids, e.g. 0,1,2,3 (default: all visible GPUs; CPU if none; 'cpu' forces CPU)",
+    )
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="folder for train/test/deploy/solver prototxts, job script, log and snapshots "
+        "(default: jobs/<model>_<dataset>)",
+    )
+    ap.add_argument(
+        "--data-root",
+        default="data",
+        help="folder holding <dataset>/lmdb/*_lmdb and the test name/size list (default: data)",
+    )
+    ap.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="square input size (default: the model's own, e.g. 300); priors scale with it",
+    )
     ap.add_argument("--dry-run", action="store_true", help="write every file, launch nothing")
     ap.add_argument("--resume", action="store_true", help="continue from the newest solverstate")
     ap.add_argument("--weights", default=None, help="initialise from a caffemodel (fine-tuning)")
-    ap.add_argument("--prune-snapshots", action="store_true",
-                    help="before training, delete all snapshots but the newest")
-    ap.add_argument("--caffe", default=None,
-                    help="caffe binary (default: the toolkit's Caffe or $CAFFE_ROOT)")
+    ap.add_argument(
+        "--prune-snapshots", action="store_true", help="before training, delete all snapshots but the newest"
+    )
+    ap.add_argument(
+        "--caffe", default=None, help="caffe binary (default: the toolkit's Caffe or $CAFFE_ROOT)"
+    )
     ap.add_argument("--verbose", action="store_true", help="also print Caffe's raw log lines")
     return ap
 
@@ -88,8 +104,11 @@ def _run(args: argparse.Namespace, dataset: str, models: tuple[str, ...]) -> int
 
 
 def _check_inputs(r) -> None:
-    for what, path in (("training LMDB", r.train_data), ("test LMDB", r.test_data),
-                       ("label map", r.label_map_file)):
+    for what, path in (
+        ("training LMDB", r.train_data),
+        ("test LMDB", r.test_data),
+        ("label map", r.label_map_file),
+    ):
         if not Path(path).exists():
             raise ModelLibsError(f"{what} not found: {path}")
 
@@ -108,18 +127,22 @@ def _caffe(explicit: str | None, gpus: list[int]) -> str:
     if gpus and inst is not None and inst.gpu is False:
         raise ModelLibsError(
             f"--gpus {','.join(map(str, gpus))} asks for GPUs, but the Caffe in use ({inst.root}) is "
-            "CPU-only; pass --gpus cpu, or point CAFFE_ROOT at your own GPU build of SSD Caffe")
+            "CPU-only; pass --gpus cpu, or point CAFFE_ROOT at your own GPU build of SSD Caffe"
+        )
     return str(binary)
 
 
-def score_main(argv: list[str] | None, dataset: str, models: tuple[str, ...],
-               prog: str | None = None) -> int:
+def score_main(argv: list[str] | None, dataset: str, models: tuple[str, ...], prog: str | None = None) -> int:
     """Entry point of the scoring scripts: score a snapshot on the test LMDB."""
-    ap = argparse.ArgumentParser(prog=prog or Path(sys.argv[0]).name,
-                                 description=f"Score a DSOD snapshot on the {dataset} test set.")
+    ap = argparse.ArgumentParser(
+        prog=prog or Path(sys.argv[0]).name, description=f"Score a DSOD snapshot on the {dataset} test set."
+    )
     ap.add_argument("--model", default=models[0], help=f"one of {', '.join(models)}")
-    ap.add_argument("--weights", default=None,
-                    help="caffemodel to score (default: the newest snapshot of the job in --out)")
+    ap.add_argument(
+        "--weights",
+        default=None,
+        help="caffemodel to score (default: the newest snapshot of the job in --out)",
+    )
     ap.add_argument("--out", default=None, help="the training job's folder (default: jobs/<model>_<dataset>)")
     ap.add_argument("--data-root", default="data")
     ap.add_argument("--size", type=int, default=None)

@@ -43,8 +43,9 @@ def list_snapshots(prefix: str | Path) -> list[tuple[int, Path, Path | None]]:
         m = _ITER.search(f.name)
         if m:
             found.setdefault(int(m.group(1)), {})[m.group(2)] = f
-    return [(it, d["solverstate"], d.get("caffemodel")) for it, d in sorted(found.items())
-            if "solverstate" in d]
+    return [
+        (it, d["solverstate"], d.get("caffemodel")) for it, d in sorted(found.items()) if "solverstate" in d
+    ]
 
 
 def prune_snapshots(prefix: str | Path, keep: int = 1) -> list[Path]:
@@ -59,8 +60,13 @@ def prune_snapshots(prefix: str | Path, keep: int = 1) -> list[Path]:
     return removed
 
 
-def caffe_command(caffe_bin: str, solver_file: str | Path, gpus: list[int],
-                  snapshot: str | Path | None = None, weights: str | Path | None = None) -> list[str]:
+def caffe_command(
+    caffe_bin: str,
+    solver_file: str | Path,
+    gpus: list[int],
+    snapshot: str | Path | None = None,
+    weights: str | Path | None = None,
+) -> list[str]:
     """``caffe train --solver=... [--snapshot=...|--weights=...] [--gpu 0,1]`` as argv."""
     cmd = [str(caffe_bin), "train", f"--solver={solver_file}"]
     if snapshot:
@@ -84,12 +90,20 @@ def job_script(cmd: list[str], log_file: str | Path, workdir: str | Path) -> str
         else:
             lines.append(f"{shlex.quote(flag)} {shlex.quote(rest.pop(0))}")
     body = " \\\n".join(lines)
-    return (f"#!/usr/bin/env bash\nset -o pipefail\ncd {shlex.quote(str(workdir))}\n"
-            f"{body} \\\n2>&1 | tee {shlex.quote(str(log_file))}\n")
+    return (
+        f"#!/usr/bin/env bash\nset -o pipefail\ncd {shlex.quote(str(workdir))}\n"
+        f"{body} \\\n2>&1 | tee {shlex.quote(str(log_file))}\n"
+    )
 
 
-def write_job(r: Recipe, out_dir: str | Path, gpus: list[int], caffe_bin: str = "caffe",
-              snapshot: str | Path | None = None, weights: str | Path | None = None) -> Job:
+def write_job(
+    r: Recipe,
+    out_dir: str | Path,
+    gpus: list[int],
+    caffe_bin: str = "caffe",
+    snapshot: str | Path | None = None,
+    weights: str | Path | None = None,
+) -> Job:
     """Write train/test/deploy/solver prototxts and the job script into ``out_dir``."""
     out = Path(out_dir).resolve()
     files = nets.write_nets(r, out, gpus)

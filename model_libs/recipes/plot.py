@@ -10,8 +10,10 @@ from .caffelog import log_table, parse_log, plot_log
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m model_libs.recipes.plot",
-                                 description="Parse a Caffe training log: table and PNG plot.")
+    ap = argparse.ArgumentParser(
+        prog="python -m model_libs.recipes.plot",
+        description="Parse a Caffe training log: table and PNG plot.",
+    )
     ap.add_argument("log")
     ap.add_argument("--out", default=None, help="PNG to write (loss, learning rate, test mAP)")
     args = ap.parse_args(argv)

@@ -22,8 +22,17 @@ def _step(msg: str) -> None:
     print(f"[quickstart] {msg}", file=sys.stderr, flush=True)
 
 
-def run(design: Callable, out: Path, iters: int = 1200, batch: int = 16, n_train: int = 400,
-        n_test: int = 100, seed: int = 0, demo_images: int = 6, verbose: bool = False) -> ScoreResult:
+def run(
+    design: Callable,
+    out: Path,
+    iters: int = 1200,
+    batch: int = 16,
+    n_train: int = 400,
+    n_test: int = 100,
+    seed: int = 0,
+    demo_images: int = 6,
+    verbose: bool = False,
+) -> ScoreResult:
     """Run every step under ``out``; returns the score of the final snapshot."""
     from ..caffe_env import caffe_binary
     from ..datasets.synthetic import build_synthetic_lmdbs
@@ -32,8 +41,9 @@ def run(design: Callable, out: Path, iters: int = 1200, batch: int = 16, n_train
     caffe_bin = str(caffe_binary())  # fails now, clearly, if Caffe is not built
     out = Path(out).resolve()
     _step(f"1/5 synthetic dataset: {n_train} train + {n_test} test images -> {out / 'data'}")
-    data = build_synthetic_lmdbs(out / "data", seed=seed, n_train=n_train, n_test=n_test,
-                                 force=True, progress=None)
+    data = build_synthetic_lmdbs(
+        out / "data", seed=seed, n_train=n_train, n_test=n_test, force=True, progress=None
+    )
     r = design(data, out, iters, batch, n_test)
     _step(f"2/5 net {r.model_name}: writing job files to {out / 'job'}")
     for old in (out / "job").glob(f"{r.model_name}_iter_*"):
@@ -53,13 +63,16 @@ def run(design: Callable, out: Path, iters: int = 1200, batch: int = 16, n_train
     print(result.table())
     _step(f"5/5 demo on {demo_images} held-out images -> {out / 'demo'}")
     pictures = demo(job.files["deploy"], weights, data, out / "demo", demo_images, r.label_map_file)
-    _step(f"done in {time.monotonic() - started:.0f} s: pictures {len(pictures)} in {out / 'demo'}, "
-          f"plot {plot}, log {job.files['log']}")
+    _step(
+        f"done in {time.monotonic() - started:.0f} s: pictures {len(pictures)} in {out / 'demo'}, "
+        f"plot {plot}, log {job.files['log']}"
+    )
     return result
 
 
-def demo(deploy: Path, weights: Path, data, out_dir: Path, n: int, labelmap: str,
-         threshold: float = 0.4) -> list[Path]:
+def demo(
+    deploy: Path, weights: Path, data, out_dir: Path, n: int, labelmap: str, threshold: float = 0.4
+) -> list[Path]:
     """Detect on the first ``n`` test images and save them with boxes as PNGs."""
     import cv2
 

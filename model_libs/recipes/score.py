@@ -27,9 +27,9 @@ from .train import run_caffe
 class ScoreResult:
     """What scoring measured."""
 
-    caffe_map: float                      # the solver's detection_eval (ap_version)
+    caffe_map: float  # the solver's detection_eval (ap_version)
     ap_version: str
-    per_class: dict[str, float | None] = field(default_factory=dict)   # toolkit, from result files
+    per_class: dict[str, float | None] = field(default_factory=dict)  # toolkit, from result files
     toolkit_map: float | None = None
     result_dir: Path | None = None
     log: Path | None = None
@@ -44,14 +44,23 @@ class ScoreResult:
         return "\n".join(lines)
 
 
-def score(r: Recipe, weights: str | Path, out_dir: str | Path, caffe_bin: str,
-          gpus: list[int] | None = None, echo: bool = False) -> ScoreResult:
+def score(
+    r: Recipe,
+    weights: str | Path,
+    out_dir: str | Path,
+    caffe_bin: str,
+    gpus: list[int] | None = None,
+    echo: bool = False,
+) -> ScoreResult:
     """Run the test set through ``weights`` and return the mAPs (Caffe's and per class)."""
     weights = Path(weights)
     if not weights.is_file():
         raise ModelLibsError(f"snapshot not found: {weights}")
-    for what, path in (("test LMDB", r.test_data), ("label map", r.label_map_file),
-                       ("name/size list", r.name_size_file)):
+    for what, path in (
+        ("test LMDB", r.test_data),
+        ("label map", r.label_map_file),
+        ("name/size list", r.name_size_file),
+    ):
         if not Path(path).exists():
             raise ModelLibsError(f"{what} not found: {path}")
     out = ensure_writable_dir(out_dir).resolve()
@@ -59,8 +68,12 @@ def score(r: Recipe, weights: str | Path, out_dir: str | Path, caffe_bin: str,
     r.output_result_dir = str(out / "results")
     r.test_initialization = True
     ensure_writable_dir(r.output_result_dir)
-    files = {"train": out / "train.prototxt", "test": out / "test.prototxt",
-             "solver": out / "score_solver.prototxt", "log": out / "score.log"}
+    files = {
+        "train": out / "train.prototxt",
+        "test": out / "test.prototxt",
+        "solver": out / "score_solver.prototxt",
+        "log": out / "score.log",
+    }
     atomic_write_text(files["train"], nets.net_text(nets.train_net(r, gpus)))
     atomic_write_text(files["test"], nets.net_text(nets.test_net(r)))
     solver = nets.solver(r, str(files["train"]), str(files["test"]), str(out / "score"), gpus)
@@ -74,8 +87,12 @@ def score(r: Recipe, weights: str | Path, out_dir: str | Path, caffe_bin: str,
     log = run_caffe(cmd, files["log"], max_iter=0, echo=echo)
     if not log.maps:
         raise ModelLibsError(f"Caffe reported no detection_eval; see {files['log']}")
-    result = ScoreResult(caffe_map=log.maps[-1][1], ap_version=r.ap_version,
-                         result_dir=Path(r.output_result_dir), log=files["log"])
+    result = ScoreResult(
+        caffe_map=log.maps[-1][1],
+        ap_version=r.ap_version,
+        result_dir=Path(r.output_result_dir),
+        log=files["log"],
+    )
     _per_class(r, result)
     return result
 

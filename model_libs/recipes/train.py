@@ -23,9 +23,15 @@ def _progress_line(log: TrainLog, max_iter: int, started: float) -> str:
     return f"iter {it}/{max_iter} ({pct:4.1f}%)  loss {loss}  lr {lr}{last_map}  [{elapsed:.0f}s]"
 
 
-def run_caffe(cmd: list[str], log_file: str | Path, max_iter: int, cwd: str | Path | None = None,
-              echo: bool = False, stream: TextIO | None = None,
-              on_line: Callable[[str], None] | None = None) -> TrainLog:
+def run_caffe(
+    cmd: list[str],
+    log_file: str | Path,
+    max_iter: int,
+    cwd: str | Path | None = None,
+    echo: bool = False,
+    stream: TextIO | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> TrainLog:
     """Run ``cmd`` (a ``caffe train`` command), tee its output to ``log_file``.
 
     Progress (iteration, loss, lr, test mAP) is printed to ``stream`` (stderr by default)
@@ -39,8 +45,9 @@ def run_caffe(cmd: list[str], log_file: str | Path, max_iter: int, cwd: str | Pa
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tty = stream.isatty()
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                bufsize=1, cwd=cwd)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, cwd=cwd
+        )
     except OSError as exc:
         raise ModelLibsError(f"cannot start {cmd[0]}: {exc.strerror}") from None
     with open(log_path, "a") as log:
