@@ -3,7 +3,7 @@
 #
 #  1. installs the Debian packages the build needs (apt-get; as root or through sudo),
 #  2. creates the virtualenv .venv at the repository root and installs the project into it
-#     (pip install -e '.[full,dev]', pinned versions from pyproject.toml),
+#     (pip install -e '.[full,torch,dev]', pinned versions from pyproject.toml),
 #  3. builds SSD Caffe (libcaffe, pycaffe, the `caffe` tool; CPU-only) from the pinned
 #     brocolli-caffe sdist plus this project's patches and schema (caffe/build.py), installs
 #     it under build/caffe/install and links it into .venv (import caffe, .venv/bin/caffe).
@@ -79,8 +79,8 @@ if [ "$(cat "$STAMP_DIR/pip.stamp" 2>/dev/null)" != "$want" ]; then
   t0=$SECONDS
   "$VENV/bin/python" -m pip install -q --upgrade pip >"$STAMP_DIR/pip.log" 2>&1 \
     || die "pip self-upgrade failed (see $STAMP_DIR/pip.log)"
-  "$VENV/bin/python" -m pip install -q -e '.[full,dev]' >>"$STAMP_DIR/pip.log" 2>&1 \
-    || { tail -20 "$STAMP_DIR/pip.log" >&2; die "pip install -e '.[full,dev]' failed (see $STAMP_DIR/pip.log)"; }
+  "$VENV/bin/python" -m pip install -q -e '.[full,torch,dev]' >>"$STAMP_DIR/pip.log" 2>&1 \
+    || { tail -20 "$STAMP_DIR/pip.log" >&2; die "pip install -e '.[full,torch,dev]' failed (see $STAMP_DIR/pip.log)"; }
   echo "$want" >"$STAMP_DIR/pip.stamp"
   say "python dependencies installed in $((SECONDS - t0)) s"
 else
