@@ -18,10 +18,10 @@ from model_libs.pytorch.solver import (
     CaffeSGD,
     SolverBlob,
     learning_rate,
-    read_solver,
     read_solverstate,
 )
 from model_libs.recipes.caffelog import parse_log
+from model_libs.recipes.solver_job import read_solver_file as read_solver
 from tests.caffe_support import require_caffe
 
 # A tiny MLP fed by MemoryData (batches in order): ip1 (lr 1/decay 1, bias lr 2/decay 0) ->

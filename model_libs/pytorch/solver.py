@@ -4,10 +4,9 @@ What SSD Caffe does (``src/caffe/solvers/sgd_solver.cpp``, ``src/caffe/solver.cp
 this module reproduces:
 
 - The learnable blobs are every stored blob of every layer, in net order - BatchNorm's
-  statistics included (their history exists and is saved; with ``lr_mult: 0`` and
-  ``decay_mult: 0``, as the DSOD nets set, their update is zero). A blob with
-  ``lr_mult: 0`` gets no gradient (Caffe does not back-propagate into it), which matters
-  for ``clip_gradients`` and L1/L2 decay.
+  statistics included: their history exists and is saved, but BatchNorm masks them with
+  ``lr_mult: 0``, so their update is zero. A blob with ``lr_mult: 0`` gets no gradient
+  (Caffe does not back-propagate into it), which matters for ``clip_gradients``.
 - ``ApplyUpdate``: the rate of the current iteration (``GetLearningRate``, which also
   advances ``current_step`` for ``multistep``), then ``ClipGradients`` (global L2 norm of
   all diffs), and per blob: divide the accumulated diff by ``iter_size``, add
@@ -29,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
 from ..engines.caffemodel import blob_array, make_blob
@@ -37,21 +35,6 @@ from ..errors import ModelLibsError
 from ..proto import caffe_pb2
 
 LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
-
-
-def read_solver(path: str | Path) -> caffe_pb2.SolverParameter:
-    """Parse a solver prototxt; unreadable or malformed files are a :class:`ModelLibsError`."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ModelLibsError(f"{p}: cannot read ({exc.strerror})") from None
-    param = caffe_pb2.SolverParameter()
-    try:
-        text_format.Parse(text, param)
-    except text_format.ParseError as exc:
-        raise ModelLibsError(f"{p}: not a valid solver prototxt: {exc}") from None
-    return param
 
 
 def check_solver(param: caffe_pb2.SolverParameter, name: str = "solver") -> None:
@@ -134,18 +117,19 @@ class SolverBlob:
 
 def net_blobs(net: torch.nn.Module) -> list[SolverBlob]:
     """Caffe's ``learnable_params()`` of a :class:`~model_libs.pytorch.net.CaffeNet`: every
-    ``blob<i>`` of every layer, layers in net order. ``lr_mult: 0`` parameters stop asking
-    for gradients (Caffe does not compute their diff)."""
+    stored blob, layers in net order (``net.named_blobs()``).
+
+    BatchNorm statistics (buffers) get ``lr_mult`` 0 whatever the prototxt says, as upstream
+    SSD Caffe's BatchNorm masks them (the project's Caffe carries that mask as a patch); they
+    keep their place in the list, as Caffe keeps their (zero) history. ``lr_mult: 0``
+    parameters stop asking for gradients: Caffe does not compute their diff."""
     blobs = []
-    for lname, layer in net.layers.named_children():
-        i = 0
-        while hasattr(layer, f"blob{i}"):
-            t = getattr(layer, f"blob{i}")
-            blob = SolverBlob(f"{lname}/{i}", t, float(layer.lr_mult(i)), float(layer.decay_mult(i)))
-            if isinstance(t, torch.nn.Parameter) and blob.lr_mult == 0:
-                t.requires_grad_(False)
-            blobs.append(blob)
-            i += 1
+    for layer, i, t, lr_mult, decay_mult in net.named_blobs():
+        learned = isinstance(t, torch.nn.Parameter)
+        blob = SolverBlob(f"{layer}/{i}", t, float(lr_mult) if learned else 0.0, float(decay_mult))
+        if learned and blob.lr_mult == 0:
+            t.requires_grad_(False)
+        blobs.append(blob)
     return blobs
 
 
@@ -212,13 +196,13 @@ class CaffeSGD:
             w = b.tensor
             local_decay = float(np.float32(np.float32(self.weight_decay) * np.float32(b.decay_mult)))
             local_rate = float(np.float32(np.float32(rate) * np.float32(b.lr_mult)))
+            if local_rate == 0 or (diff is None and local_decay == 0):
+                # Nothing reaches the history: history = momentum * history, w -= history.
+                if not self._history_zero[i]:
+                    hist.mul_(self.momentum)
+                    w.sub_(hist)
+                continue
             if diff is None:
-                if local_decay == 0:
-                    # diff is zero: history = momentum * history, w -= history.
-                    if not self._history_zero[i]:
-                        hist.mul_(self.momentum)
-                        w.sub_(hist)
-                    continue
                 diff = torch.zeros_like(w)
             elif iter_size != 1:
                 diff.mul_(float(np.float32(1.0 / iter_size)))
