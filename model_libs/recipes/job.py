@@ -6,11 +6,13 @@ import os
 import re
 import shlex
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..dsod import nets
 from ..dsod.recipe import Recipe
+from ..errors import ModelLibsError
 from ..fsutil import atomic_write_text
 
 
@@ -111,3 +113,20 @@ def write_job(
     atomic_write_text(files["job"], job_script(cmd, files["log"], os.getcwd()))
     files["job"].chmod(files["job"].stat().st_mode | stat.S_IXUSR | stat.S_IXGRP)
     return Job(r, out, gpus, files)
+
+
+# What each input of a recipe is called in error messages.
+_INPUTS = {
+    "train_data": "training LMDB",
+    "test_data": "test LMDB",
+    "label_map_file": "label map",
+    "name_size_file": "name/size list",
+}
+
+
+def check_inputs(r: Recipe, fields: Sequence[str]) -> None:
+    """Refuse to start when an input of the recipe is missing (before Caffe is launched)."""
+    for name in fields:
+        path = getattr(r, name)
+        if not path or not Path(path).exists():
+            raise ModelLibsError(f"{path}: {_INPUTS[name]} not found")
