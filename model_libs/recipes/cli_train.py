@@ -30,6 +30,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
+from ..cli import PROG, make_parser, run
 from ..errors import ModelLibsError
 from .gpus import parse_gpus
 from .solver_job import SolverJob, check_weights, load_solver_job, newest_snapshot, resolve
@@ -40,8 +41,8 @@ TORCH_ONLY = ("amp", "sync_bn", "nproc", "accum_batch")
 LAUNCHED = "MODEL_LIBS_TRAIN_LAUNCHED"
 
 
-def build_parser(prog: str = "python -m model_libs train") -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=prog, description="Train a Caffe solver with Caffe or PyTorch.")
+def build_parser(prog: str = f"{PROG} train") -> argparse.ArgumentParser:
+    ap = make_parser(prog, "Train a Caffe solver with Caffe or PyTorch (same files, log and snapshots).")
     ap.add_argument("--solver", required=True, help="solver.prototxt (its nets, data and snapshot prefix)")
     add_engine_arguments(ap)
     ap.add_argument("--max-iter", type=int, default=None, help="stop at this iteration (default: max_iter)")
@@ -131,8 +132,13 @@ def prepare(args: argparse.Namespace) -> tuple[SolverJob, list[int], str | None]
     return job, gpus, state
 
 
-def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run(argv, build_parser, lambda args: train(args, argv))
+
+
+def train(args: argparse.Namespace, argv: list[str]) -> int:
+    """Check everything, then train with the engine asked for."""
     job, gpus, state = prepare(args)
     log_file = Path(args.log) if args.log else job.default_log()
     if args.engine == "caffe":
@@ -148,11 +154,11 @@ def train_caffe(
 ) -> int:
     """``caffe train`` on the solver, with progress; ``--max-iter`` through a temporary
     copy of the solver (removed afterwards)."""
-    from .cli import _caffe
+    from .cli import find_caffe_binary
     from .job import caffe_command
     from .train import run_caffe
 
-    caffe_bin = _caffe(args.caffe, gpus)
+    caffe_bin = find_caffe_binary(args.caffe, gpus)
     with tempfile.TemporaryDirectory(prefix="model_libs_solver_") as tmp:
         solver = job.solver_file
         if args.max_iter is not None:
