@@ -11,16 +11,15 @@ eval compare A.json B.json [--names A B] [--json OUT]
 from __future__ import annotations
 
 import argparse
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+from ..cli import PROG, make_parser, run
 from ..errors import ModelLibsError
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="python -m model_libs eval", description="Score saved detections and compare runs."
-    )
+    ap = make_parser(f"{PROG} eval", "Score saved detections and compare runs.")
     sub = ap.add_subparsers(dest="what", required=True)
 
     v = sub.add_parser("voc", help="VOC AP per class and mAP (devkit semantics)")
@@ -134,15 +133,6 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str]) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m model_libs eval``."""
-    args = _parser().parse_args(argv)
-    return {"voc": _voc, "coco": _coco, "compare": _compare}[args.what](args)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except ModelLibsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    return run(argv, _parser, lambda args: {"voc": _voc, "coco": _coco, "compare": _compare}[args.what](args))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -23,12 +24,22 @@ def generate(out_dir: Path) -> Path:
     return out_dir / "caffe_pb2.py"
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def main(argv: Sequence[str] | None = None) -> int:
+    from ..cli import make_parser, run
+
+    def parser():
+        ap = make_parser("python -m model_libs.proto.regen", "Regenerate caffe_pb2.py from caffe.proto.")
+        ap.add_argument("--check", action="store_true", help="write nothing; exit 1 if caffe_pb2.py is stale")
+        return ap
+
+    return run(argv, parser, _regen)
+
+
+def _regen(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         fresh = generate(Path(tmp)).read_bytes()
     current = HERE / "caffe_pb2.py"
-    if "--check" in argv:
+    if args.check:
         ok = current.exists() and current.read_bytes() == fresh
         stale = "caffe_pb2.py is STALE: run python -m model_libs.proto.regen"
         print("caffe_pb2.py is current" if ok else stale)

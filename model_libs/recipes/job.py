@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..dsod import nets
 from ..dsod.recipe import Recipe
+from ..errors import ModelLibsError
 from ..fsutil import atomic_write_text
 from . import snapshots
 
@@ -95,3 +97,20 @@ def write_job(
     cmd = caffe_command(caffe_bin, files["solver"], gpus, snapshot=snapshot, weights=weights)
     atomic_write_text(files["job"], job_script(cmd, files["log"], os.getcwd()), executable=True)
     return Job(r, out, gpus, files)
+
+
+# What each input of a recipe is called in error messages.
+_INPUTS = {
+    "train_data": "training LMDB",
+    "test_data": "test LMDB",
+    "label_map_file": "label map",
+    "name_size_file": "name/size list",
+}
+
+
+def check_inputs(r: Recipe, fields: Sequence[str]) -> None:
+    """Refuse to start when an input of the recipe is missing (before Caffe is launched)."""
+    for name in fields:
+        path = getattr(r, name)
+        if not path or not Path(path).exists():
+            raise ModelLibsError(f"{path}: {_INPUTS[name]} not found")

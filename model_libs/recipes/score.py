@@ -19,7 +19,7 @@ from ..dsod.recipe import Recipe
 from ..errors import ModelLibsError
 from ..fsutil import atomic_write_text, ensure_writable_dir
 from ..netspec import to_prototxt
-from .job import caffe_command
+from .job import caffe_command, check_inputs
 from .train import run_caffe
 
 
@@ -55,14 +55,8 @@ def score(
     """Run the test set through ``weights`` and return the mAPs (Caffe's and per class)."""
     weights = Path(weights)
     if not weights.is_file():
-        raise ModelLibsError(f"snapshot not found: {weights}")
-    for what, path in (
-        ("test LMDB", r.test_data),
-        ("label map", r.label_map_file),
-        ("name/size list", r.name_size_file),
-    ):
-        if not Path(path).exists():
-            raise ModelLibsError(f"{what} not found: {path}")
+        raise ModelLibsError(f"{weights}: snapshot not found")
+    check_inputs(r, ("test_data", "label_map_file", "name_size_file"))
     out = ensure_writable_dir(out_dir).resolve()
     r = copy.copy(r)
     r.output_result_dir = str(out / "results")
