@@ -11,6 +11,7 @@ working directory); a relative name that is not found there is looked up beside 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from ..engines.caffemodel import check, load_weights
 from ..errors import ModelLibsError
 from ..proto import caffe_pb2
 from ..summary import load_net
-from .job import list_snapshots
+from .snapshots import newest_complete_snapshot
 
 DATA_LAYERS = ("AnnotatedData", "Data")
 
@@ -175,13 +176,15 @@ def check_weights(job: SolverJob, weights: str | os.PathLike) -> None:
 
 
 def newest_snapshot(job: SolverJob) -> tuple[int, Path, Path]:
-    """(iteration, solverstate, caffemodel) of the newest complete snapshot of the job."""
+    """(iteration, solverstate, caffemodel) of the newest complete snapshot of the job
+    (:func:`.snapshots.newest_complete_snapshot`: damaged newer ones are passed over)."""
     prefix = job.snapshot_prefix
     if prefix is None:
         raise ModelLibsError(f"{job.solver_file}: --resume needs a snapshot_prefix in the solver")
-    snaps = [s for s in list_snapshots(resolve(str(prefix), job.solver_file)) if s[2] is not None]
-    if not snaps:
-        raise ModelLibsError(f"--resume: no snapshot (solverstate + caffemodel) with prefix {prefix}")
-    it, state, model = snaps[-1]
-    assert model is not None
-    return it, state, model
+    choice = newest_complete_snapshot(resolve(str(prefix), job.solver_file))
+    snap = choice.snapshot
+    if snap is None or snap.state is None or snap.model is None:
+        raise ModelLibsError(f"--resume: no complete snapshot with prefix {prefix} ({choice.describe()})")
+    if choice.skipped:
+        print(f"resuming from {choice.describe()}", file=sys.stderr)
+    return snap.iteration, snap.state, snap.model
