@@ -15,9 +15,9 @@ name: "small"
 layer {{ name: "data" type: "Input" top: "data" top: "target"
   input_param {{ shape {{ dim: {n} dim: 3 dim: 12 dim: 12 }} shape {{ dim: {n} dim: 1 }} }} }}
 layer {{ name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
-  param {{ lr_mult: 1 decay_mult: 1 }} param {{ lr_mult: 2 decay_mult: 0 }}
-  convolution_param {{ num_output: 6 kernel_size: 3 pad: 1 weight_filler {{ type: "xavier" }}
-    bias_filler {{ type: "constant" value: 0.1 }} }} }}
+  param {{ lr_mult: 1 decay_mult: 1 }}
+  convolution_param {{ num_output: 6 kernel_size: 3 pad: 1 bias_term: false
+    weight_filler {{ type: "xavier" }} }} }}
 layer {{ name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1"
   param {{ lr_mult: 0 decay_mult: 0 }} param {{ lr_mult: 0 decay_mult: 0 }}
   param {{ lr_mult: 0 decay_mult: 0 }}
@@ -32,12 +32,14 @@ layer {{ name: "cat" type: "Concat" bottom: "conv1" bottom: "conv2" top: "cat" }
 layer {{ name: "pool" type: "Pooling" bottom: "cat" top: "pool"
   pooling_param {{ pool: MAX kernel_size: 3 stride: 2 }} }}
 layer {{ name: "ip" type: "InnerProduct" bottom: "pool" top: "ip"
-  inner_product_param {{ num_output: 1 weight_filler {{ type: "gaussian" std: 0.05 }} }} }}
+  param {{ lr_mult: 1 decay_mult: 1 }} param {{ lr_mult: 2 decay_mult: 0 }}
+  inner_product_param {{ num_output: 1 weight_filler {{ type: "gaussian" std: 0.05 }}
+    bias_filler {{ type: "constant" value: 0.1 }} }} }}
 layer {{ name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "target" top: "loss" }}
 """
 
 SOLVER = """train_net: "{net}"
-base_lr: 0.05
+base_lr: 0.01
 lr_policy: "multistep"
 stepvalue: 1
 stepvalue: 3

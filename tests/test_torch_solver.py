@@ -9,20 +9,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 from model_libs.errors import ModelLibsError
 from model_libs.proto import caffe_pb2
-from model_libs.pytorch.solver import (
+from model_libs.recipes.caffelog import parse_log
+from model_libs.recipes.solver_job import read_solver_file as read_solver
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+from model_libs.pytorch.solver import (  # noqa: E402
     CaffeSGD,
     SolverBlob,
     learning_rate,
     read_solverstate,
 )
-from model_libs.recipes.caffelog import parse_log
-from model_libs.recipes.solver_job import read_solver_file as read_solver
-from tests.caffe_support import require_caffe
+
+pytestmark = pytest.mark.torch
 
 # A tiny MLP fed by MemoryData (batches in order): ip1 (lr 1/decay 1, bias lr 2/decay 0) ->
 # ReLU -> ip2 (weight lr_mult 0 / decay 1, bias lr 1 / decay 2) -> EuclideanLoss.
@@ -106,7 +109,6 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
-@pytest.mark.caffe
 @pytest.mark.parametrize(
     "extra",
     [
@@ -117,8 +119,7 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     ],
     ids=["L2-multistep", "L1", "clip", "inv"],
 )
-def test_update_rule_matches_caffe(tmp_path, extra):
-    caffe = require_caffe()
+def test_update_rule_matches_caffe(caffe, tmp_path, extra):
     net = tmp_path / "mlp.prototxt"
     net.write_text(MLP)
     solver_file = tmp_path / "solver.prototxt"
@@ -148,12 +149,8 @@ POLICIES = {
 }
 
 
-@pytest.mark.caffe
-def test_lr_policies_match_caffe_log(tmp_path):
+def test_lr_policies_match_caffe_log(caffe_bin, tmp_path):
     """Every lr_policy: Caffe's logged rates equal ``learning_rate`` to the printed digits."""
-    require_caffe()
-    from model_libs.caffe_env import caffe_binary
-
     net = tmp_path / "mlp.prototxt"
     # DummyData instead of MemoryData: the caffe tool cannot feed arrays.
     net.write_text(
@@ -173,9 +170,7 @@ def test_lr_policies_match_caffe_log(tmp_path):
             )
         )
         log = tmp_path / f"{policy}.log"
-        proc = subprocess.run(
-            [str(caffe_binary()), "train", f"--solver={solver_file}"], capture_output=True, text=True
-        )
+        proc = subprocess.run([caffe_bin, "train", f"--solver={solver_file}"], capture_output=True, text=True)
         log.write_text(proc.stderr)
         assert proc.returncode == 0, proc.stderr[-2000:]
         caffe_lr = parse_log(log).lr
@@ -202,11 +197,9 @@ def test_multistep_advances_once_per_call_and_carries_over_resume():
     assert learning_rate(param, 6, 0) == (pytest.approx(0.1), 1)
 
 
-@pytest.mark.caffe
-def test_solverstate_round_trip_with_caffe(tmp_path):
+def test_solverstate_round_trip_with_caffe(caffe, tmp_path):
     """Caffe's snapshot restores into CaffeSGD (iter, current_step, history); the state
     CaffeSGD writes back restores in Caffe and both continue to the same weights."""
-    caffe = require_caffe()
     net = tmp_path / "mlp.prototxt"
     net.write_text(MLP)
     prefix = tmp_path / "snap" / "mlp"

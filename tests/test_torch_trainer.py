@@ -131,8 +131,8 @@ def test_snapshots_resume_across_engines(caffe, tmp_path):
     parser = LogParser()
     for line in lines:
         parser.feed(line)
-    # Iteration 2 runs at the rate of step 1 (0.05 * 0.2), restored from Caffe's state.
-    assert parser.log.lr == [(2, pytest.approx(0.01))]
+    # Iteration 2 runs at the rate of step 1 (0.01 * 0.2), restored from Caffe's state.
+    assert parser.log.lr == [(2, pytest.approx(0.002))]
     assert any("Restoring previous solver status from" in line for line in lines)
 
 
@@ -150,7 +150,7 @@ def test_solve_log_reads_as_caffe_log(tmp_path):
     kinds = [parser.feed(line) for line in lines]
     log = parser.log
     assert [i for i, _ in log.loss] == [0, 2, 4]  # the last one from Solve's final forward pass
-    assert log.lr == [(0, pytest.approx(0.05)), (2, pytest.approx(0.01))]
+    assert log.lr == [(0, pytest.approx(0.01)), (2, pytest.approx(0.002))]
     assert log.done and kinds[-1] == "done"
     names = sorted(Path(p).name for p in log.snapshots)
     assert names == [f"solver_iter_{i}.{e}" for i in (2, 4) for e in ("caffemodel", "solverstate")]

@@ -83,7 +83,7 @@ def test_option_mixes_and_resume_without_snapshot(capsys, tmp_path, job):
     msg = _run(capsys, "--solver", str(job), "--engine", "caffe", "--amp", "bf16")
     assert "--amp" in msg and "--engine torch" in msg
     msg = _run(capsys, "--solver", str(job), "--engine", "torch", "--resume")
-    assert "--resume" in msg and "no snapshot" in msg
+    assert "--resume" in msg and "no complete snapshot" in msg
     msg = _run(capsys, "--solver", str(job), "--resume", "--weights", "x.caffemodel")
     assert "exclude" in msg
     msg = _run(capsys, "--solver", str(job), "--engine", "torch", "--max-iter", "-1")
