@@ -293,6 +293,7 @@ def convert_voc(
         workers=workers,
         desc=f"voc {names}",
         source=f"{root} {names}",
+        inputs=[root, labelmap if not isinstance(labelmap, caffe_pb2.LabelMap) else None],
     )
 
 
