@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from google.protobuf import text_format
 
+from .cli import PROG, make_parser, run
 from .errors import ModelLibsError
 from .proto import caffe_pb2
 
@@ -364,13 +366,13 @@ def summarize(net: caffe_pb2.NetParameter | str | Path, phase: str = "auto") -> 
     return NetSummary(net.name, layers, blobs)
 
 
-def main(argv: list[str]) -> int:
-    """``summary NET.prototxt [--phase TRAIN|TEST]``: print the per-layer table and totals."""
-    ap = argparse.ArgumentParser(
-        prog="python -m model_libs summary", description="Shape-infer a Caffe net and count parameters/FLOPs."
-    )
+def build_parser() -> argparse.ArgumentParser:
+    ap = make_parser(f"{PROG} summary", "Shape-infer a Caffe net and count parameters/FLOPs.")
     ap.add_argument("prototxt")
     ap.add_argument("--phase", choices=["auto", "TRAIN", "TEST"], default="auto")
-    args = ap.parse_args(argv)
-    print(summarize(args.prototxt, args.phase).table())
-    return 0
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``summary NET.prototxt [--phase TRAIN|TEST]``: print the per-layer table and totals."""
+    return run(argv, build_parser, lambda args: print(summarize(args.prototxt, args.phase).table()))

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..datasets.labelmap import label_to_display_name, load_labelmap
 from ..errors import ModelLibsError
 from ..proto import caffe_pb2
 from .caffemodel import PathLike
@@ -56,16 +57,6 @@ class Detection:
         d = asdict(self)
         d["box"] = list(self.box)
         return d
-
-
-def load_labelmap(path: PathLike) -> dict[int, str]:
-    """{label: display name} from an SSD LabelMap prototxt (``item { name label display_name }``);
-    the display name is used when present, else the name. Read and validated by
-    :func:`model_libs.datasets.labelmap.load_labelmap`."""
-    from ..datasets.labelmap import label_to_display_name
-    from ..datasets.labelmap import load_labelmap as _load
-
-    return label_to_display_name(_load(path))
 
 
 def read_image(path: PathLike):
@@ -232,10 +223,13 @@ class Detector:
                 f"input_size {self.input_size} differs from the deploy net's "
                 f"{shape[2]}x{shape[3]}; PriorBox geometry is fixed by the net"
             )
+        # captions use each item's display name (its name where none is set)
         if isinstance(labelmap, dict):
             self.names: dict[int, str] | None = dict(labelmap)
+        elif labelmap is not None:
+            self.names = label_to_display_name(load_labelmap(labelmap))
         else:
-            self.names = load_labelmap(labelmap) if labelmap is not None else None
+            self.names = None
         self.mean = tuple(float(x) for x in mean)
         self.scale = float(scale)
         self.batch_size = batch_size
