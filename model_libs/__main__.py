@@ -21,7 +21,10 @@ from .cli import EXIT_ERROR, PROG, emit_error, guarded
 # command name -> (module, one-line help). Modules are imported lazily.
 COMMANDS: dict[str, tuple[str, str]] = {
     "summary": ("model_libs.summary", "shape-infer a prototxt: layers, shapes, params, FLOPs"),
-    "detect": ("model_libs.engines.cli_detect", "detect objects in images (OpenCV DNN or Caffe engine)"),
+    "detect": (
+        "model_libs.engines.cli_detect",
+        "detect objects in images (OpenCV DNN, Caffe or PyTorch engine)",
+    ),
     "weights": ("model_libs.engines.cli_weights", "caffemodel files: init from fillers, show, check"),
     "eval": ("model_libs.evaluation.cli", "score detections: VOC / COCO mAP, compare runs"),
     "convert": ("model_libs.datasets.cli_convert", "convert VOC or COCO to an SSD LMDB"),

@@ -95,9 +95,10 @@ def _per_class(r: Recipe, result: ScoreResult) -> None:
     """Toolkit AP per class from DetectionOutput's VOC result files and the LMDB ground truth."""
     if r.output_format != "VOC":
         return
-    from ..evaluation import evaluate_voc, load_lmdb_ground_truth, read_labelmap, read_result_dir
+    from ..datasets.labelmap import label_to_name, load_labelmap
+    from ..evaluation import evaluate_voc, load_lmdb_ground_truth, read_result_dir
 
-    names = {k: v for k, v in read_labelmap(r.label_map_file).items() if k != 0}
+    names = {k: v for k, v in label_to_name(load_labelmap(r.label_map_file)).items() if k != 0}
     gt = load_lmdb_ground_truth(r.test_data, names)
     dets = read_result_dir(result.result_dir, classes=list(names.values()), prefix=r.output_name_prefix)
     metric = "11point" if r.ap_version == "11point" else "area"
