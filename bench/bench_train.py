@@ -14,7 +14,8 @@ the median. FLOPs of an iteration = 3 x the forward FLOPs of the deploy net
 peak (``bench_deploy.cpu_peak``: cores x GHz x FLOPs/cycle) or ``--peak``.
 
 ``--device cuda`` adds DSOD300 on the GPU with the torch engine: images/s in fp32 and with
-bf16 autocast (``--amp bf16``), batch ``--gpu-batch``. It needs only torch with CUDA.
+bf16 autocast (``--amp bf16``), batch ``--gpu-batch``. It needs torch with CUDA and the
+package (installed, or ``PYTHONPATH=.`` in a checkout); Caffe is not needed.
 """
 
 from __future__ import annotations
@@ -29,21 +30,16 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from bench_deploy import cpu_peak
+
+from model_libs.cli import make_parser, run
+from model_libs.dsod import deploy_net, recipe
+from model_libs.dsod.nets import solver as solver_param
+from model_libs.dsod.nets import train_net
+from model_libs.proto import caffe_pb2
+from model_libs.summary import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
-if not (ROOT / "model_libs").is_dir():  # pragma: no cover - bench lives in the checkout
-    raise SystemExit("run from a model_libs checkout")
-if str(ROOT) not in sys.path:  # works uninstalled too (e.g. on a bare GPU machine)
-    sys.path.insert(0, str(ROOT))
-
-from bench_deploy import cpu_peak  # noqa: E402
-
-from model_libs.cli import make_parser, run  # noqa: E402
-from model_libs.dsod import deploy_net, recipe  # noqa: E402
-from model_libs.dsod.nets import solver as solver_param  # noqa: E402
-from model_libs.dsod.nets import train_net  # noqa: E402
-from model_libs.proto import caffe_pb2  # noqa: E402
-from model_libs.summary import summarize  # noqa: E402
 
 
 def quickstart_recipe(size: int = 128, batch: int = 8):
