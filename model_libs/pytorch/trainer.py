@@ -123,17 +123,6 @@ class _SmoothedLoss:
         return float(self.value)
 
 
-def _cycle(make: Callable[[], Iterator[Batch]]) -> Iterator[Batch]:
-    """Batches forever (a data layer wraps around its LMDB)."""
-    while True:
-        got = False
-        for b in make():
-            got = True
-            yield b
-        if not got:
-            raise ModelLibsError("the data source yields no batch")
-
-
 class Trainer:
     """One rank of a training job (see the module doc).
 
@@ -203,18 +192,36 @@ class Trainer:
     # ------------------------------------------------------------------ data
 
     def _reader(self, net: caffe_pb2.NetParameter, train: bool) -> Iterator[Batch]:
-        from .data import batches
+        """The net's AnnotatedData layer as a DataLoader (:mod:`.data`): this rank's share
+        of the LMDB when training, the whole LMDB in order when testing. A resumed job
+        continues with the batches that follow its iteration (Caffe would restart the LMDB:
+        same records, but the seeded augmentation draws would repeat)."""
+        from ..summary import included
+        from .data import make_loader
 
+        phase = "TRAIN" if train else "TEST"
+        layers = [
+            x for x in net.layer if x.type == "AnnotatedData" and included(x, caffe_pb2.Phase.Value(phase))
+        ]
+        if len(layers) != 1:
+            raise ModelLibsError(
+                f"net {net.name!r}: the torch engine reads one AnnotatedData layer, found {len(layers)}"
+            )
+        layer = layers[0]
         rank, world = (self.ctx.rank, self.ctx.world) if train else (0, 1)
-        return batches(
-            net,
-            phase="TRAIN" if train else "TEST",
-            seed=self.seed + self.ctx.rank,
+        loader = make_loader(
+            layer,
+            phase,
             rank=rank,
-            world=world,
-            workers=self.opts.workers,
-            base=self.job.solver_file.parent,
+            world_size=world,
+            seed=self.seed,
+            num_workers=self.opts.workers,
+            start_batch=self.iter * self.param.iter_size if train else 0,
+            pin_memory=self.device.type == "cuda",
+            source=resolve(layer.data_param.source, self.job.solver_file),
         )
+        names = list(layer.top)
+        return (dict(zip(names, batch)) for batch in loader)
 
     def _to_device(self, batch: Batch) -> Batch:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
