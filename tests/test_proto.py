@@ -1,5 +1,7 @@
 """The schema: bindings current, upstream SSD field numbers and defaults where DSOD relies on them."""
 
+from pathlib import Path
+
 import pytest
 from google.protobuf import text_format
 
@@ -73,3 +75,9 @@ def test_ssd_transform_text_parses():
 def test_unknown_field_is_rejected():
     with pytest.raises(text_format.ParseError):
         text_format.Parse("old_resize_param { height: 3 }", caffe_pb2.TransformationParameter())
+
+
+def test_one_protoc_runner():
+    """caffe/build.py generates pycaffe's schema module through model_libs.proto.regen."""
+    build = (Path(__file__).resolve().parents[1] / "caffe" / "build.py").read_text()
+    assert "grpc_tools" not in build and "regen.generate(" in build

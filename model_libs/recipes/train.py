@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ..errors import ModelLibsError
-from .caffelog import LogParser, TrainLog
+from .caffelog import LogParser, TrainLog, caffe_failure
 
 
 def _progress_line(log: TrainLog, max_iter: int, started: float) -> str:
@@ -21,6 +22,14 @@ def _progress_line(log: TrainLog, max_iter: int, started: float) -> str:
     elapsed = time.monotonic() - started
     pct = 100.0 * it / max_iter if max_iter else 0.0
     return f"iter {it}/{max_iter} ({pct:4.1f}%)  loss {loss}  lr {lr}{last_map}  [{elapsed:.0f}s]"
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return 0
 
 
 def run_caffe(
@@ -36,7 +45,8 @@ def run_caffe(
 
     Progress (iteration, loss, lr, test mAP) is printed to ``stream`` (stderr by default)
     as it happens; with ``echo`` the raw Caffe lines are printed too. The raw log file is
-    always complete. Raises ModelLibsError when Caffe exits non-zero, naming the log.
+    always complete. Raises ModelLibsError when Caffe exits non-zero, naming the log and the
+    first fatal line Caffe wrote in this run (``Check failed: ...``).
     """
     stream = stream or sys.stderr
     parser = LogParser()
@@ -50,6 +60,7 @@ def run_caffe(
         )
     except OSError as exc:
         raise ModelLibsError(f"cannot start {cmd[0]}: {exc.strerror}") from None
+    first_line = _count_lines(log_path)
     with open(log_path, "a") as log:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -71,6 +82,21 @@ def run_caffe(
     if tty and not echo:
         stream.write("\n")
     if rc != 0:
-        tail = "".join(Path(log_path).read_text(errors="replace").splitlines(True)[-15:])
-        raise ModelLibsError(f"caffe exited with status {rc}; see {log_path}. Last lines:\n{tail}")
+        raise ModelLibsError(failure_message(rc, log_path, first_line))
     return parser.log
+
+
+def failure_message(rc: int, log_path: Path, first_line: int = 0) -> str:
+    """One line saying why Caffe failed: its first fatal line (``Check failed ...``) from the
+    part of ``log_path`` this run wrote (from line ``first_line``), else its last line."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()[first_line:]
+    except OSError:
+        lines = []
+    how = (
+        f"was killed by {signal.Signals(-rc).name}"
+        if rc < 0 and -rc in signal.valid_signals()
+        else f"exited with status {rc}"
+    )
+    reason = caffe_failure(lines) or next((ln.strip() for ln in reversed(lines) if ln.strip()), "no output")
+    return f"{log_path}: caffe {how}: {reason}"
