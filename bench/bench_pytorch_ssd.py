@@ -104,8 +104,10 @@ def timed(fn, repeat: int) -> float:
 
 def bench_torch(loc, conf, prior, label, classes, device, repeat):
     dev = torch.device(device)
-    loss_layer = MultiBoxLoss(layer(LOSS % classes), [], "TRAIN")
-    det_layer = DetectionOutput(layer(DETOUT % classes), [], "TEST")
+    loss_layer = MultiBoxLoss(
+        layer(LOSS % classes), [list(a.shape) for a in (loc, conf, prior, label)], "TRAIN"
+    )
+    det_layer = DetectionOutput(layer(DETOUT % classes), [list(a.shape) for a in (loc, conf, prior)], "TEST")
     lo = torch.tensor(loc, device=dev, requires_grad=True)
     co = torch.tensor(conf, device=dev, requires_grad=True)
     pr, la = torch.tensor(prior, device=dev), torch.tensor(label, device=dev)

@@ -100,6 +100,11 @@ def layer_param(text: str) -> caffe_pb2.LayerParameter:
     return net.layer[0]
 
 
+def shapes(*arrays: np.ndarray) -> list[list[int]]:
+    """Bottom shapes for a layer builder."""
+    return [list(a.shape) for a in arrays]
+
+
 def input_layer(name: str, shape: tuple[int, ...]) -> str:
     dims = " ".join(f"dim: {d}" for d in shape)
     return f'layer {{ name: "{name}" type: "Input" top: "{name}" input_param {{ shape {{ {dims} }} }} }}\n'

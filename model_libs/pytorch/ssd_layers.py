@@ -18,22 +18,19 @@ import math
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..errors import ModelLibsError
 from ..evaluation.caffe_ap import detection_evaluate, read_name_sizes
 from ..proto import caffe_pb2
 from . import bbox
+from .layers import CaffeLayer, register
 
 FLT_MAX = float(np.finfo(np.float32).max)
 LOG_FLT_MIN = math.log(float(np.finfo(np.float32).tiny))
 
 _MBL = caffe_pb2.MultiBoxLossParameter
 _NORM = caffe_pb2.LossParameter
-
-
-def _err(layer: caffe_pb2.LayerParameter, msg: str) -> ModelLibsError:
-    return ModelLibsError(f"layer {layer.name!r} ({layer.type}): {msg}")
 
 
 def _priors(prior: Tensor) -> tuple[Tensor, Tensor]:
@@ -83,7 +80,18 @@ def mining_conf_loss(conf: Tensor, target: Tensor) -> Tensor:
     return (-torch.log(p.double())).float()
 
 
-class MultiBoxLoss(nn.Module):
+class _SSDLayer(CaffeLayer):
+    def check_arity(self, layer: caffe_pb2.LayerParameter, low: int, high: int) -> None:
+        n = len(self.bottom_shapes)
+        if not low <= n <= high:
+            want = str(low) if low == high else f"{low} to {high}"
+            raise self.fail(f"needs {want} bottoms, got {n}")
+        if len(layer.top) != 1:
+            raise self.fail(f"gives 1 top, the prototxt names {len(layer.top)}")
+
+
+@register("MultiBoxLoss")
+class MultiBoxLoss(_SSDLayer):
     """SSD Caffe's ``MultiBoxLoss``: bottoms ``loc`` (N, P*L*4), ``conf`` (N, P*C), ``prior``
     (1, 2, P*4), ``label`` (1, 1, G, 8); top: the scalar loss.
 
@@ -97,10 +105,11 @@ class MultiBoxLoss(nn.Module):
     """
 
     def __init__(self, layer: caffe_pb2.LayerParameter, bottom_shapes: list[list[int]], phase: str) -> None:
-        super().__init__()
+        super().__init__(layer, bottom_shapes, phase)
+        self.check_arity(layer, 4, 4)
         p = layer.multibox_loss_param
         if not p.HasField("num_classes") or p.num_classes < 1:
-            raise _err(layer, "multibox_loss_param.num_classes must be given (>= 1)")
+            raise self.fail("multibox_loss_param.num_classes must be given (>= 1)")
         self.num_classes = int(p.num_classes)
         self.share_location = p.share_location
         self.background_label_id = int(p.background_label_id)
@@ -119,24 +128,24 @@ class MultiBoxLoss(nn.Module):
         self.loc_loss_type = int(p.loc_loss_type)
         self.mining_type = int(p.mining_type)
         if p.HasField("do_neg_mining") and p.do_neg_mining != (self.mining_type != _MBL.NONE):
-            raise _err(layer, "do_neg_mining (deprecated) contradicts mining_type")
+            raise self.fail("do_neg_mining (deprecated) contradicts mining_type")
         if p.conf_loss_type != _MBL.SOFTMAX:
-            raise _err(layer, "only the SOFTMAX confidence loss is implemented")
+            raise self.fail("only the SOFTMAX confidence loss is implemented")
         if self.mining_type == _MBL.HARD_EXAMPLE:
-            raise _err(layer, "HARD_EXAMPLE mining is not implemented (MAX_NEGATIVE and NONE are)")
+            raise self.fail("HARD_EXAMPLE mining is not implemented (MAX_NEGATIVE and NONE are)")
         if self.mining_type != _MBL.NONE:
             if not self.share_location:
-                raise _err(layer, "negative mining needs share_location (as in SSD Caffe)")
+                raise self.fail("negative mining needs share_location (as in SSD Caffe)")
             if p.HasField("nms_param") and p.nms_param.nms_threshold > 0:
-                raise _err(
-                    layer, "NMS inside negative mining (multibox_loss_param.nms_param) is not implemented"
+                raise self.fail(
+                    "NMS inside negative mining (multibox_loss_param.nms_param) is not implemented"
                 )
         if not 0 <= self.background_label_id < self.num_classes:
-            raise _err(layer, "background_label_id must be within [0, num_classes) for the softmax loss")
+            raise self.fail("background_label_id must be within [0, num_classes) for the softmax loss")
         if self.map_object_to_agnostic and self.num_classes != 2:
-            raise _err(layer, "map_object_to_agnostic needs num_classes 2")
+            raise self.fail("map_object_to_agnostic needs num_classes 2")
         if self.code_type not in (bbox.CORNER, bbox.CENTER_SIZE, bbox.CORNER_SIZE):
-            raise _err(layer, f"unknown code_type {self.code_type}")
+            raise self.fail(f"unknown code_type {self.code_type}")
         lp = layer.loss_param
         if not lp.HasField("normalization") and lp.HasField("normalize"):
             self.normalization = _NORM.VALID if lp.normalize else _NORM.BATCH_SIZE
@@ -327,7 +336,8 @@ class MultiBoxLoss(nn.Module):
         return float(max(1, v))
 
 
-class DetectionOutput(nn.Module):
+@register("DetectionOutput")
+class DetectionOutput(_SSDLayer):
     """SSD Caffe's ``DetectionOutput``: bottoms ``loc`` (N, P*L*4), ``conf`` (N, P*C) class
     probabilities, ``prior`` (1, 2, P*4); top (1, 1, D, 7) rows ``[image_id, label, score,
     xmin, ymin, xmax, ymax]`` (boxes decoded, not clipped), per image by label then score.
@@ -343,10 +353,11 @@ class DetectionOutput(nn.Module):
     """
 
     def __init__(self, layer: caffe_pb2.LayerParameter, bottom_shapes: list[list[int]], phase: str) -> None:
-        super().__init__()
+        super().__init__(layer, bottom_shapes, phase)
+        self.check_arity(layer, 3, 4)
         p = layer.detection_output_param
         if not p.HasField("num_classes"):
-            raise _err(layer, "detection_output_param.num_classes must be given")
+            raise self.fail("detection_output_param.num_classes must be given")
         self.num_classes = int(p.num_classes)
         self.share_location = p.share_location
         self.background_label_id = int(p.background_label_id)
@@ -361,13 +372,13 @@ class DetectionOutput(nn.Module):
         self.eta = float(nms.eta)
         self.top_k = int(nms.top_k) if nms.HasField("top_k") else -1
         if self.nms_threshold < 0:
-            raise _err(layer, "nms_threshold must be non negative")
+            raise self.fail("nms_threshold must be non negative")
         if not 0 < self.eta <= 1:
-            raise _err(layer, "nms_param.eta must be in (0, 1]")
+            raise self.fail("nms_param.eta must be in (0, 1]")
         if self.share_location and self.background_label_id == -1:
-            raise _err(layer, "share_location with background_label_id -1 decodes no boxes in SSD Caffe")
+            raise self.fail("share_location with background_label_id -1 decodes no boxes in SSD Caffe")
         if self.code_type not in (bbox.CORNER, bbox.CENTER_SIZE, bbox.CORNER_SIZE):
-            raise _err(layer, f"unknown code_type {self.code_type}")
+            raise self.fail(f"unknown code_type {self.code_type}")
         self.classes = [c for c in range(self.num_classes) if c != self.background_label_id]
 
     def forward(self, loc: Tensor, conf: Tensor, prior: Tensor, *unused: Tensor) -> tuple[Tensor]:
@@ -495,7 +506,8 @@ class DetectionOutput(nn.Module):
         return kept
 
 
-class DetectionEvaluate(nn.Module):
+@register("DetectionEvaluate")
+class DetectionEvaluate(_SSDLayer):
     """SSD Caffe's ``DetectionEvaluate``: bottoms ``detection`` (1, 1, D, 7) and ``label``
     (1, 1, G, 8); top (1, 1, R, 5) rows: ``[-1, label, num_pos, -1, -1]`` per class, then
     ``[image_id, label, score, tp, fp]`` per detection (see
@@ -505,12 +517,13 @@ class DetectionEvaluate(nn.Module):
     """
 
     def __init__(self, layer: caffe_pb2.LayerParameter, bottom_shapes: list[list[int]], phase: str) -> None:
-        super().__init__()
+        super().__init__(layer, bottom_shapes, phase)
+        self.check_arity(layer, 2, 2)
         p = layer.detection_evaluate_param
         if not p.HasField("num_classes"):
-            raise _err(layer, "detection_evaluate_param.num_classes must be given")
+            raise self.fail("detection_evaluate_param.num_classes must be given")
         if not p.overlap_threshold > 0:
-            raise _err(layer, "overlap_threshold must be positive")
+            raise self.fail("overlap_threshold must be positive")
         self.num_classes = int(p.num_classes)
         self.background_label_id = int(p.background_label_id)
         self.overlap_threshold = float(p.overlap_threshold)
@@ -543,10 +556,3 @@ class DetectionEvaluate(nn.Module):
         out = np.zeros((total, 5), dtype=np.float32)
         out[: len(rows)] = rows
         return (torch.from_numpy(out).to(det.device).reshape(1, 1, -1, 5),)
-
-
-BUILDERS = {
-    "MultiBoxLoss": MultiBoxLoss,
-    "DetectionOutput": DetectionOutput,
-    "DetectionEvaluate": DetectionEvaluate,
-}
