@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from _torch_support import max_rel, net_from_text, rel, require_torch, run_both
 
-pytestmark = pytest.mark.caffe
+pytestmark = [pytest.mark.caffe, pytest.mark.torch]
 
 TOL = 1e-5
 

@@ -11,6 +11,7 @@ from model_libs.engines.caffemodel import read_caffemodel, weights_dict
 from model_libs.errors import ModelLibsError
 from model_libs.summary import summarize
 
+pytestmark = pytest.mark.torch
 torch = require_torch()
 
 from model_libs.pytorch.layers import LAYERS  # noqa: E402

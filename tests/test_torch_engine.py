@@ -9,12 +9,13 @@ import sys
 import numpy as np
 import pytest
 from _engines_fixtures import RAW_OUTPUTS, blob_differences, deploy, detection_differences, weights_net
-from _torch_support import raw_deploy, require_torch
+from _torch_support import raw_deploy, require_caffe, require_torch
 
 from model_libs.engines.opencv_engine import OpenCVEngine
 from model_libs.pytorch.net import CaffeNet
 from model_libs.pytorch.weights import load_caffemodel, save_caffemodel
 
+pytestmark = pytest.mark.torch
 torch = require_torch()
 
 
@@ -35,11 +36,10 @@ def test_torch_engine_matches_opencv_on_raw_outputs():
     assert all(a[k].shape == b[k].shape for k in RAW_OUTPUTS)
 
 
+@pytest.mark.caffe
 def test_torch_written_caffemodel_loads_in_opencv_and_caffe(tmp_path):
     """Weights changed in PyTorch (a TRAIN forward moves the BatchNorm statistics) and
     written as a caffemodel give the same outputs and detections in OpenCV DNN and Caffe."""
-    from caffe_support import require_caffe
-
     from model_libs.engines.caffe_engine import CaffeEngine
 
     require_caffe()
