@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
 import torch
 from google.protobuf import text_format
 
+from model_libs.cli import make_parser, run
 from model_libs.proto import caffe_pb2
 from model_libs.pytorch.ssd_layers import DetectionOutput, MultiBoxLoss
 
@@ -173,15 +170,22 @@ def bench_caffe(loc, conf, prior, label, classes, repeat):
     return timed(step, repeat), timed(det.forward, repeat)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    ap = make_parser("bench_pytorch_ssd.py", __doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--classes", type=int, default=21)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--no-caffe", action="store_true")
-    ap.add_argument("--json", type=Path)
-    a = ap.parse_args(argv)
+    ap.add_argument("--no-caffe", action="store_true", help="time the PyTorch layers only")
+    ap.add_argument("--json", type=Path, help="also write the numbers to this file")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(argv, build_parser, _bench)
+
+
+def _bench(a: argparse.Namespace) -> int:
     loc, conf, prior, label = blobs(a.batch, a.classes)
     P = prior.shape[2] // 4
     print(f"DSOD300 shapes: {P} priors, {a.classes} classes, batch {a.batch}, {label.shape[2]} boxes; "

@@ -140,21 +140,31 @@ def test_multibox_loss_batch_without_ground_truth(caffe, tmp_path):
 
 
 @pytest.mark.slow
-def test_multibox_loss_dsod300_shapes(caffe, tmp_path):
-    """DSOD300's 8,744 priors (its own PriorBox layers), 21 classes, batch 8."""
+@pytest.mark.parametrize("classes,num", [(21, 8), (81, 4)])
+def test_dsod300_shapes(caffe, tmp_path, classes, num):
+    """DSOD300's 8,744 priors (its own PriorBox layers): MultiBoxLoss and DetectionOutput
+    (DSOD's settings) for VOC's 21 classes at batch 8 and COCO's 81 at batch 4."""
     from model_libs.dsod import recipe
 
-    case = dsod300_case(caffe, tmp_path, recipe("DSOD300", "VOC0712", data_root="data"), seed=5, num=8)
-    text = MBOX.format(C=21, **DEFAULTS)
+    r = recipe("DSOD300", "VOC0712", data_root="data")
+    case = dsod300_case(caffe, tmp_path, r, seed=5, num=num, classes=classes)
+    text = MBOX.format(C=classes, **DEFAULTS)
     c_loss, c_gloc, c_gconf = caffe_multibox(caffe, case, text, tmp_path)
     t_loss, t_gloc, t_gconf, stats = torch_multibox(case, text)
-    assert stats["num_matches"] > 50
+    assert stats["num_matches"] > 5 * num
     assert t_loss == pytest.approx(c_loss, rel=1e-5)
     assert rel_l2(t_gloc, c_gloc) < 1e-5
     assert rel_l2(t_gconf, c_gconf) < 1e-5
+    text = DETOUT.format(C=classes, share="true", code="CENTER_SIZE", save="", **DET_CONFIGS["dsod"])
+    probs = softmax(case.conf * 2, classes)
+    theirs = caffe_detection_output(caffe, case.loc * 0.5, probs, case.prior, text, tmp_path)
+    layer = DetectionOutput(layer_param(text), shapes(case.loc, probs, case.prior), "TEST")
+    ours = layer(torch.tensor(case.loc * 0.5), torch.tensor(probs), torch.tensor(case.prior))[0]
+    assert_rows_equal(ours.numpy().reshape(-1, 7), theirs)
+    assert len(theirs) == 200 * num  # keep_top_k reached in every image
 
 
-def dsod300_case(caffe, tmp: Path, r, seed: int, num: int) -> Case:
+def dsod300_case(caffe, tmp: Path, r, seed: int, num: int, classes: int) -> Case:
     """Blobs with DSOD300's real prior boxes (from Caffe's PriorBox layers of the deploy net)."""
     from model_libs.dsod import deploy_net
 
@@ -167,14 +177,14 @@ def dsod300_case(caffe, tmp: Path, r, seed: int, num: int) -> Case:
     net.forward(end="mbox_priorbox")
     prior = net.blobs["mbox_priorbox"].data.copy()
     assert prior.shape == (1, 2, 8744 * 4)
-    base = make_case(seed, num=num, num_classes=21)
+    base = make_case(seed, num=num, num_classes=classes)
     rng = np.random.default_rng(seed)
     P = prior.shape[2] // 4
     loc = rng.normal(0, 0.6, (num, P * 4)).astype(np.float32)
-    conf = rng.normal(0, 1.5, (num, P * 21)).astype(np.float32)
+    conf = rng.normal(0, 1.5, (num, P * classes)).astype(np.float32)
     label = base.label.copy()
     label[0, 0, 0, 3:7] = prior[0, 0, 4 * 1000 : 4 * 1001]  # exactly on a prior
-    return Case(loc, conf, prior, label, 21)
+    return Case(loc, conf, prior, label, classes)
 
 
 # ----------------------------------------------------------------------------- DetectionOutput
