@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "job": ("model_libs.recipes.cli_job", "write an official DSOD job: nets, solver, job script"),
     "score": ("model_libs.recipes.cli_score", "score a snapshot on a test set as the official scripts do"),
     "plot": ("model_libs.recipes.plot", "a Caffe training log as a table and a PNG plot"),
-    # "train" (run a job with Caffe or PyTorch) is added by the training engine's module.
+    "train": ("model_libs.recipes.cli_train", "train a solver with Caffe or PyTorch (--engine caffe|torch)"),
 }
 
 
