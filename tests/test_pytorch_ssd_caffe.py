@@ -39,6 +39,17 @@ def _need_torch():
         pytest.skip("could not import 'torch'")
 
 
+def require_patch_0010() -> None:
+    """DetectionOutput without nms_param and DetectionEvaluate's placeholder rows behave as
+    upstream SSD in the project's Caffe only since caffe/patches/0010."""
+    from model_libs.caffe_env import find_caffe
+
+    inst = find_caffe()
+    patches = inst.build_info.get("patches", []) if inst is not None and inst.origin == "project" else None
+    if patches is not None and not any(p.startswith("0010-detection-layers") for p in patches):
+        pytest.fail(f"the Caffe in use ({inst.root}) predates caffe/patches/0010-*: rebuild it")
+
+
 MBOX = """layer {{ name: "mbox_loss" type: "MultiBoxLoss"
   bottom: "loc_s" bottom: "conf_s" bottom: "prior" bottom: "label" top: "loss"
   propagate_down: true propagate_down: true propagate_down: false propagate_down: false
@@ -47,7 +58,8 @@ MBOX = """layer {{ name: "mbox_loss" type: "MultiBoxLoss"
     loc_loss_type: {loc_loss} loc_weight: {loc_weight} match_type: {match} overlap_threshold: 0.5
     use_prior_for_matching: {prior_match} use_difficult_gt: {difficult} neg_pos_ratio: 3.0
     neg_overlap: 0.5 code_type: {code} encode_variance_in_target: {evt}
-    ignore_cross_boundary_bbox: {icb} bp_inside: {bp} mining_type: {mining} }} }}
+    ignore_cross_boundary_bbox: {icb} bp_inside: {bp} mining_type: {mining}
+    map_object_to_agnostic: {agnostic} }} }}
 """
 
 DEFAULTS = dict(
@@ -63,6 +75,7 @@ DEFAULTS = dict(
     icb="false",
     bp="false",
     mining="MAX_NEGATIVE",
+    agnostic="false",
 )
 
 
@@ -103,6 +116,8 @@ CONFIGS = {
     "l2": {"loc_loss": "L2"},
     "per_class_loc": {"share": "false", "mining": "NONE"},
     "per_class_loc_decoded": {"share": "false", "mining": "NONE", "prior_match": "false"},
+    # objectness only: 2 scores per prior, every box (labels 1-4) is class 1
+    "agnostic": {"agnostic": "true", "mining": "NONE", "classes": 2},
 }
 
 
@@ -110,8 +125,12 @@ CONFIGS = {
 @pytest.mark.parametrize("seed", [0, 1])
 def test_multibox_loss_matches_caffe(caffe, tmp_path, name, seed):
     cfg = {**DEFAULTS, **CONFIGS[name]}
+    classes = cfg.pop("classes", 5)
     loc_classes = 1 if cfg["share"] == "true" else 5
     case = make_case(seed, num=5, num_classes=5, no_gt=(2,), loc_classes=loc_classes)
+    if classes != 5:
+        case.conf = np.random.default_rng(seed).normal(0, 1.5, (5, case.conf.shape[1] // 5 * classes))
+        case.conf, case.num_classes = case.conf.astype(np.float32), classes
     text = MBOX.format(C=case.num_classes, **cfg)
     c_loss, c_gloc, c_gconf = caffe_multibox(caffe, case, text, tmp_path)
     t_loss, t_gloc, t_gconf, stats = torch_multibox(case, text)
@@ -250,6 +269,8 @@ def assert_rows_equal(ours: np.ndarray, theirs: np.ndarray) -> None:
 
 @pytest.mark.parametrize("name", sorted(DET_CONFIGS))
 def test_detection_output_matches_caffe(caffe, tmp_path, name):
+    if name == "no_nms_param":
+        require_patch_0010()
     cfg = {"share": "true", "code": "CENTER_SIZE", "save": "", **DET_CONFIGS[name]}
     C = 6
     case = make_case(11, num=3, num_classes=C, loc_classes=1 if cfg["share"] == "true" else C)
@@ -329,6 +350,7 @@ def detections_for(seed: int, C: int, num: int) -> tuple[np.ndarray, np.ndarray]
 @pytest.mark.parametrize("difficult", ["true", "false"])
 @pytest.mark.parametrize("pixels", [False, True])
 def test_detection_evaluate_matches_caffe(caffe, tmp_path, difficult, pixels):
+    require_patch_0010()
     C = 5
     batches = [detections_for(s, C, 4) for s in (21, 22, 23)]
     # a batch in which nothing was found: DetectionOutput's placeholder rows

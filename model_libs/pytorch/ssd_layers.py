@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import ModelLibsError
 from ..evaluation.caffe_ap import detection_evaluate, read_name_sizes
 from ..proto import caffe_pb2
 from . import bbox
@@ -102,6 +101,10 @@ class MultiBoxLoss(_SSDLayer):
     ``use_difficult_gt``, ``map_object_to_agnostic``, ``ignore_cross_boundary_bbox``,
     ``bp_inside`` and the layer's ``propagate_down``. Refused with an error: LOGISTIC
     confidence loss, HARD_EXAMPLE mining and NMS inside mining.
+
+    Gradients (autograd) are Caffe's backward, quirks included: the softmax gradient ignores
+    the ``FLT_MIN`` clamp of the loss value, and with ``encode_variance_in_target`` the
+    localization gradient is not divided by the variance the loss divides by.
     """
 
     def __init__(self, layer: caffe_pb2.LayerParameter, bottom_shapes: list[list[int]], phase: str) -> None:
@@ -174,7 +177,7 @@ class MultiBoxLoss(_SSDLayer):
         lab = rows[:, 1].long()
         real = item != -1
         if bool((real & (lab == self.background_label_id)).any()):
-            raise ModelLibsError(
+            raise self.fail(
                 f"label blob: a ground truth box has the background label {self.background_label_id}"
             )
         keep = real & (item >= 0) & (item < num)
@@ -235,8 +238,8 @@ class MultiBoxLoss(_SSDLayer):
         pri, var = _priors(prior)
         P = pri.shape[0]
         if loc.numel() != N * P * self.loc_classes * 4 or conf.numel() != N * P * C:
-            raise ModelLibsError(
-                f"MultiBoxLoss: {P} priors need loc (N, {P * self.loc_classes * 4}) and conf (N, {P * C}); "
+            raise self.fail(
+                f"{P} priors need loc (N, {P * self.loc_classes * 4}) and conf (N, {P * C}); "
                 f"got {tuple(loc.shape)} and {tuple(conf.shape)}"
             )
         loc4 = loc.reshape(N, P, self.loc_classes, 4)
@@ -297,22 +300,20 @@ class MultiBoxLoss(_SSDLayer):
                 loc_loss = (d * d).sum() / 2
 
         # Confidence loss over the positives and the mined negatives (or over all priors).
+        n, k, p = pos.nonzero(as_tuple=True)
+        pos_target = gt_labels[n, midx[n, k, p]]
         if self.map_object_to_agnostic:
-            pos_label = lambda n, g: torch.full_like(g, bg + 1)  # noqa: E731
-        else:
-            pos_label = lambda n, g: gt_labels[n, g]  # noqa: E731
+            pos_target = torch.full_like(pos_target, bg + 1)
         conf_loss = conf.reshape(-1)[:0].sum()
         if self.mining_type != _MBL.NONE:
-            n, k, p = pos.nonzero(as_tuple=True)
             nn_, pn = neg.nonzero(as_tuple=True)
             if n.numel() + nn_.numel() >= 1:
                 logits = torch.cat([conf3[n, p], conf3[nn_, pn]])
-                target = torch.cat([pos_label(n, midx[n, k, p]), torch.full_like(pn, bg)])
+                target = torch.cat([pos_target, torch.full_like(pn, bg)])
                 conf_loss = _softmax_xent(logits, target)
         else:
             target = torch.full((N, P), bg, dtype=torch.long, device=loc.device)
-            n, k, p = pos.nonzero(as_tuple=True)
-            target[n, p] = pos_label(n, midx[n, k, p])
+            target[n, p] = pos_target
             conf_loss = _softmax_xent(conf3.reshape(N * P, C), target.reshape(-1))
 
         normalizer = self.normalizer(N, P, num_matches)
@@ -393,8 +394,8 @@ class DetectionOutput(_SSDLayer):
         P = pri.shape[0]
         L = 1 if self.share_location else C
         if loc.numel() != N * P * L * 4 or conf.numel() != N * P * C:
-            raise ModelLibsError(
-                f"DetectionOutput: {P} priors need loc (N, {P * L * 4}) and conf (N, {P * C}); "
+            raise self.fail(
+                f"{P} priors need loc (N, {P * L * 4}) and conf (N, {P * C}); "
                 f"got {tuple(loc.shape)} and {tuple(conf.shape)}"
             )
         classes = torch.tensor(self.classes, dtype=torch.long, device=dev)
