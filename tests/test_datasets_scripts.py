@@ -21,6 +21,7 @@ from model_libs.datasets.lmdb_io import count_records, iter_records
 from model_libs.datasets.voc import VocObject, write_voc_xml
 from model_libs.dsod import write_nets
 from model_libs.dsod.models import VARIANTS, recipe
+from model_libs.errors import ModelLibsError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -156,7 +157,7 @@ def test_recipes_fall_back_to_the_official_counts_without_data(tmp_path):
 def test_an_empty_name_size_list_is_refused(tmp_path):
     (tmp_path / "VOC0712").mkdir()
     (tmp_path / "VOC0712/test_name_size.txt").write_text("\n")
-    with pytest.raises(Exception, match="test_name_size.txt: the name/size list is empty"):
+    with pytest.raises(ModelLibsError, match=r"test_name_size\.txt: the name/size list is empty"):
         recipe("DSOD300", data_root=tmp_path)
 
 

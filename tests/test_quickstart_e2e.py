@@ -5,6 +5,7 @@ scripts/setup.sh builds: without it they fail under CI and skip elsewhere.
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+from model_libs.engines.caffemodel import layers_with_blobs, read_caffemodel
+from model_libs.proto import caffe_pb2
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "dsod"))
@@ -121,15 +125,36 @@ def test_resume_continues_from_the_solverstate(quick_data, caffe_bin, tmp_path):
     r.snapshot, r.test_interval, r.display = 20, 1000, 1
     job = write_job(r, tmp_path / "job", gpus=[], caffe_bin=caffe_bin)
     cmd = caffe_command(caffe_bin, job.files["solver"], [])
-    with open(tmp_path / "first.log", "w") as log:
+    first_log = tmp_path / "first.log"
+    with open(first_log, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 300
-        while not list_snapshots(job.snapshot_prefix) and time.time() < deadline:
-            time.sleep(0.5)
+        # Caffe logs "Snapshotting solver state to binary proto file P" *before* writing P;
+        # kill only once a later iteration has been logged, so the snapshot is complete.
+        deadline, state = time.time() + 300, None
+        while state is None and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            m = re.search(
+                r"solver state to binary proto file (\S+)\n(?:.*\n)*?.*Iteration (\d+)", first_log.read_text()
+            )
+            state = Path(m.group(1)) if m else None
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+    assert state is not None, first_log.read_text()[-2000:]
     snaps = list_snapshots(job.snapshot_prefix)
     assert snaps and snaps[-1][0] < 60, "the run was not interrupted before its end"
+    assert snaps[-1][1] == state
+    # the snapshot is complete: the state names its model, one history blob per learnable
+    # blob of that model, shapes equal
+    st = caffe_pb2.SolverState()
+    st.ParseFromString(state.read_bytes())
+    assert st.iter == snaps[-1][0] and Path(st.learned_net) == snaps[-1][2]
+    blobs = [
+        b.shape
+        for _, _, layer_blobs in layers_with_blobs(read_caffemodel(st.learned_net))
+        for b in layer_blobs
+    ]
+    assert len(st.history) == len(blobs) > 0
+    assert [h.shape for h in st.history] == blobs
     resumed_from = snaps[-1][0]
     log = run_caffe(
         caffe_command(caffe_bin, job.files["solver"], [], snapshot=snaps[-1][1]),
