@@ -22,6 +22,7 @@ import importlib
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -211,11 +212,18 @@ def opencv_dnn() -> str | None:
     return str(cv2.__version__)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """``python -m model_libs info``: which Caffe and OpenCV DNN the toolkit uses."""
-    if argv and argv[0] in ("-h", "--help"):
-        print("usage: python -m model_libs info\n\n" + (__doc__ or "").strip())
-        return 0
+    from .cli import PROG, make_parser, run
+
+    return run(
+        argv,
+        lambda: make_parser(f"{PROG} info", "Which Caffe and OpenCV DNN the toolkit uses."),
+        lambda _args: _info(),
+    )
+
+
+def _info() -> int:
     inst = find_caffe(required=False)
     if inst is None:
         where = PROJECT_INSTALL or "this checkout or virtualenv"

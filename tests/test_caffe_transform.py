@@ -16,7 +16,7 @@ import pytest
 
 from model_libs.netspec import to_prototxt
 from model_libs.proto import caffe_pb2
-from tests.caffe_support import annotated_datum, require_caffe, scene, write_lmdb
+from tests.caffe_support import annotated_datum, scene, write_lmdb
 
 pytestmark = pytest.mark.caffe
 
@@ -27,10 +27,9 @@ TOL = 0.09
 
 
 @pytest.fixture(scope="module")
-def caffe():
-    c = require_caffe()
-    c.set_random_seed(1234)
-    return c
+def caffe(caffe):
+    caffe.set_random_seed(1234)
+    return caffe
 
 
 def data_net(

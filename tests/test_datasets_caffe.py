@@ -2,8 +2,8 @@
 
 Marked ``caffe``: needs a built SSD Caffe with pycaffe, found through ``CAFFE_ROOT``
 (``$CAFFE_ROOT/python``) or the project's build (``build/caffe/install/python``);
-``CAFFE_LIB_DIR`` adds a folder holding ``libcaffe.so`` to the loader path. Skipped, and
-reported as skipped, when no Caffe is found.
+``CAFFE_LIB_DIR`` adds a folder holding ``libcaffe.so`` to the loader path. Skipped when no
+Caffe is found, which under CI is a failure (the guard in ``conftest.py``).
 
 Caffe runs in a subprocess: pycaffe registers its own ``caffe.proto`` in protobuf's default
 descriptor pool, which clashes with ``model_libs.proto`` in one process.

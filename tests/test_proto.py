@@ -1,5 +1,7 @@
 """The schema: bindings current, upstream SSD field numbers and defaults where DSOD relies on them."""
 
+from pathlib import Path
+
 import pytest
 from google.protobuf import text_format
 
@@ -76,8 +78,8 @@ def test_unknown_field_is_rejected():
 
 
 # SolverParameter of upstream SSD Caffe (weiliu89/caffe, branch ssd): field -> (number, default).
-# None means "no default given" (proto2 zero). plateau_winsize (43) is upstream's too but the
-# project's engine has no "plateau" policy, so the schema leaves it out (README, "Which Caffe").
+# None means "no default given" (proto2 zero). plateau_winsize (43) is upstream's too, but the
+# project's engine has no "plateau" learning-rate policy, so the schema leaves it out.
 UPSTREAM_SOLVER = {
     "net": (24, ""),
     "net_param": (25, None),
@@ -134,3 +136,9 @@ def test_solver_parameter_matches_upstream_numbers_and_defaults():
         if default is not None:
             assert getattr(s, name) == pytest.approx(default), name
     assert not s.HasField("rms_decay")  # a default, not a set value: solvers print without it
+
+
+def test_one_protoc_runner():
+    """caffe/build.py generates pycaffe's schema module through model_libs.proto.regen."""
+    build = (Path(__file__).resolve().parents[1] / "caffe" / "build.py").read_text()
+    assert "grpc_tools" not in build and "regen.generate(" in build

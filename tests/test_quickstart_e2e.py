@@ -1,10 +1,10 @@
 """End to end on the project's Caffe: quickstart (reduced), untrained floor, resume.
 
 Marked slow (minutes on 2 cores); CI runs them. They need the Caffe that
-scripts/setup.sh builds: without it they fail under CI and skip elsewhere.
+scripts/setup.sh builds (the ``caffe_bin`` fixture of conftest.py: skipped without it,
+a failure under CI).
 """
 
-import os
 import re
 import signal
 import subprocess
@@ -21,19 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "dsod"))
 
 pytestmark = [pytest.mark.slow, pytest.mark.caffe]
-
-
-@pytest.fixture(scope="module")
-def caffe_bin():
-    from model_libs.caffe_env import caffe_binary
-    from model_libs.errors import ModelLibsError
-
-    try:
-        return str(caffe_binary())
-    except ModelLibsError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"Caffe not built: {exc}")
 
 
 @pytest.fixture(scope="module")

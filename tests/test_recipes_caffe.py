@@ -33,7 +33,7 @@ from model_libs.netspec import to_prototxt
 from model_libs.proto import caffe_pb2
 from model_libs.recipes.caffelog import parse_log
 from model_libs.recipes.job import list_snapshots
-from tests.caffe_support import annotated_datum, require_caffe, scene, tiny_detection_lmdb, write_lmdb
+from tests.caffe_support import annotated_datum, scene, tiny_detection_lmdb, write_lmdb
 
 pytestmark = pytest.mark.caffe
 
@@ -47,11 +47,6 @@ SCORE_SCRIPT = {
     "DSOD300_smallest": "examples/dsod/score_DSOD300_pascal.py",
     "GRP_DSOD320": "examples/grp_dsod/score_GRP_DSOD320_pascal.py",
 }
-
-
-@pytest.fixture(scope="module")
-def caffe():
-    return require_caffe()
 
 
 @pytest.fixture(scope="module")

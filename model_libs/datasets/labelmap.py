@@ -71,8 +71,16 @@ def validate_labelmap(lm: caffe_pb2.LabelMap, where: str = "label map") -> None:
         labels.add(item.label)
 
 
-def load_labelmap(path: str | os.PathLike) -> caffe_pb2.LabelMap:
-    """Read and validate a ``LabelMap`` text proto; errors name the file."""
+def load_labelmap(path: str | os.PathLike | caffe_pb2.LabelMap) -> caffe_pb2.LabelMap:
+    """Read and validate a ``LabelMap`` text proto; errors name the file.
+
+    The toolkit's one label-map reader: every command takes the map through here and looks
+    up what it needs with the views below (:func:`name_to_label` for converters,
+    :func:`label_to_name` for result files, :func:`label_to_display_name` for captions). A
+    ``LabelMap`` already in memory is returned as it is.
+    """
+    if isinstance(path, caffe_pb2.LabelMap):
+        return path
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -103,6 +111,17 @@ def save_labelmap(lm: caffe_pb2.LabelMap, path: str | os.PathLike) -> Path:
 def name_to_label(lm: caffe_pb2.LabelMap) -> dict[str, int]:
     """``name -> label`` (what the converters look class names up in)."""
     return {item.name: item.label for item in lm.item}
+
+
+def label_to_name(lm: caffe_pb2.LabelMap) -> dict[int, str]:
+    """``label -> name``, in label order: DetectionOutput names its VOC result files
+    ``comp4_det_test_<name>.txt`` after it, so scoring looks classes up by ``name``."""
+    return {item.label: item.name for item in sorted(lm.item, key=lambda i: i.label)}
+
+
+def foreground_names(lm: caffe_pb2.LabelMap, background_label: int = 0) -> list[str]:
+    """Class names without the background, in label order."""
+    return [name for label, name in label_to_name(lm).items() if label != background_label]
 
 
 def label_to_display_name(lm: caffe_pb2.LabelMap) -> dict[int, str]:

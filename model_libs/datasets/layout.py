@@ -17,14 +17,13 @@ trainval35k, val2017 the 5,000 minival2014 images, test-dev2017 the test-dev2015
 
 Label maps ship inside the package (``model_libs/data``); :func:`labelmap_path` finds them.
 
-``python -m model_libs layout`` prints this table (the README's copy is checked against it);
-``python -m model_libs layout D --data-root R`` prints D's paths under R, and with
+``python -m model_libs layout`` (:mod:`.cli_layout`) prints this table (the README's copy is
+checked against it); ``layout D --data-root R`` prints D's paths under R, and with
 ``--make SPLITS --source DIR`` converts DIR's images into them (``data/*/create_data.sh``).
 """
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -226,54 +225,3 @@ def make(lay: Layout, splits: list[str], source: str | Path, root: str | Path, *
         print(f"{lay.dataset} {name}: {stats.summary()}")
         if s.images and stats.images != s.images:
             print(f"note: {stats.images:,} images; the official {lay.dataset} {name} set has {s.images:,}")
-
-
-def main(argv: list[str]) -> int:
-    """``layout [DATASET] [--data-root R] [--make SPLITS --source DIR]``."""
-    ap = argparse.ArgumentParser(
-        prog="python -m model_libs layout",
-        description="The official datasets' LMDBs, name/size lists and label maps; build them with --make.",
-    )
-    ap.add_argument(
-        "dataset", nargs="?", help=f"one of {', '.join(LAYOUTS)} (default: print the whole table)"
-    )
-    ap.add_argument("--data-root", default="data", help="folder holding <folder>/lmdb/... (default: data)")
-    ap.add_argument("--make", default=None, help="comma list of splits to convert, e.g. train,test")
-    ap.add_argument("--source", default=None, help="with --make: the VOCdevkit or COCO folder")
-    ap.add_argument("--seed", type=int, default=0, help="shuffle seed of the training LMDB (default 0)")
-    ap.add_argument("--force", action="store_true", help="replace existing LMDBs and lists")
-    ap.add_argument("--skip-crowd", action="store_true", help="COCO: drop iscrowd boxes")
-    ap.add_argument("--workers", type=int, default=None, help="decode threads (default: CPUs)")
-    args = ap.parse_args(argv)
-    if args.dataset is None:
-        if args.make:
-            raise ModelLibsError("--make needs a dataset")
-        print(markdown_table(), end="")
-        return 0
-    lay = layout(args.dataset)
-    if args.make is None:
-        for name, s in lay.splits.items():
-            print(f"{name}_lmdb: {lay.lmdb_path(name, args.data_root)}")
-            ns = lay.name_size_path(name, args.data_root)
-            if ns is not None:
-                print(f"{name}_name_size: {ns}  ({s.images:,} images officially)")
-        print(f"labelmap: {lay.labelmap_path}")
-        return 0
-    if not args.source:
-        raise ModelLibsError("--make needs --source (the VOCdevkit or COCO folder)")
-    if not Path(args.source).is_dir():
-        raise ModelLibsError(f"{args.source}: no such folder (--source)")
-    splits = [x.strip() for x in args.make.split(",") if x.strip()]
-    for name in splits:
-        lay.split(name)  # unknown names fail before anything is converted
-    make(
-        lay,
-        splits,
-        args.source,
-        args.data_root,
-        seed=args.seed,
-        force=args.force,
-        skip_crowd=args.skip_crowd,
-        workers=args.workers,
-    )
-    return 0

@@ -27,6 +27,7 @@ import numpy as np
 from ..errors import ModelLibsError
 from ..fsutil import atomic_dir
 from .labelmap import make_labelmap, save_labelmap
+from .lmdb_io import is_lmdb_folder
 from .pipeline import default_workers
 from .voc import VocObject, write_voc_xml
 
@@ -252,11 +253,39 @@ def _generate(out: Path, seed: int, n_train: int, n_test: int) -> SyntheticSet:
     return SyntheticSet(out, DATASET, out / LABELMAP_NAME, n_train, n_test, n_obj)
 
 
-def _check_counts(n_train: int, n_test: int) -> None:
+def _check_counts(n_train: int, n_test: int, seed: int = 0) -> None:
     if n_train < 1 or n_test < 1:
         raise ModelLibsError(
             f"synthetic: need at least 1 train and 1 test image (got --train {n_train} --test {n_test})"
         )
+    if n_train + n_test > 1_000_000:
+        raise ModelLibsError(f"synthetic: at most 1,000,000 images (got {n_train + n_test:,})")
+    if not 0 <= seed < 2**63:
+        raise ModelLibsError(f"synthetic: the seed must be a whole number from 0 to 2**63-1 (got {seed})")
+
+
+# What make_synthetic / build_synthetic_lmdbs leave in their folder: --force replaces a
+# folder only if it holds nothing else.
+_TOP = {DATASET, "lmdb", "test_name_size.txt", LABELMAP_NAME}
+_VOC_PARTS = {"JPEGImages", "Annotations", "ImageSets"}
+_LMDBS = {"synth_trainval_lmdb", "synth_test_lmdb"}
+
+
+def is_synthetic_folder(path: Path) -> bool:
+    """True when ``path`` holds exactly what this module writes (the set, its LMDBs, lists)."""
+    try:
+        top = set(os.listdir(path))
+        if LABELMAP_NAME not in top or not top <= _TOP:
+            return False
+        if DATASET in top and not set(os.listdir(path / DATASET)) <= _VOC_PARTS:
+            return False
+        if "lmdb" in top:
+            lmdbs = set(os.listdir(path / "lmdb"))
+            if not lmdbs <= _LMDBS or not all(is_lmdb_folder(path / "lmdb" / n) for n in lmdbs):
+                return False
+    except OSError:
+        return False
+    return True
 
 
 def make_synthetic(
@@ -267,9 +296,9 @@ def make_synthetic(
     force: bool = False,
 ) -> SyntheticSet:
     """Write the synthetic set in VOC layout under ``out`` (built aside, renamed on success)."""
-    _check_counts(n_train, n_test)
+    _check_counts(n_train, n_test, seed)
     out = Path(out)
-    with atomic_dir(out, force=force) as tmp:
+    with atomic_dir(out, force=force, recognise=is_synthetic_folder, what="synthetic set") as tmp:
         made = _generate(tmp, seed, n_train, n_test)
     return SyntheticSet(out, made.dataset, out / LABELMAP_NAME, n_train, n_test, made.n_objects)
 
@@ -289,9 +318,9 @@ def build_synthetic_lmdbs(
     """
     from .voc import convert_voc
 
-    _check_counts(n_train, n_test)
+    _check_counts(n_train, n_test, seed)
     out = Path(out)
-    with atomic_dir(out, force=force) as tmp:
+    with atomic_dir(out, force=force, recognise=is_synthetic_folder, what="synthetic set") as tmp:
         made = _generate(tmp, seed, n_train, n_test)
         lm = synth_labelmap()
         convert_voc(
