@@ -39,7 +39,7 @@ from ..proto import caffe_pb2
 from .caffemodel import PathLike
 
 DSOD_MEAN_BGR = (104.0, 117.0, 123.0)
-ENGINES = ("auto", "opencv", "caffe")
+ENGINES = ("auto", "opencv", "caffe", "torch")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
@@ -87,7 +87,8 @@ def list_images(paths: Iterable[PathLike]) -> list[Path]:
 
 
 def choose_engine(engine: str = "auto") -> tuple[str, str]:
-    """(engine name, reason) for ``engine`` in ``auto``/``opencv``/``caffe``."""
+    """(engine name, reason) for ``engine`` in ``auto``/``opencv``/``caffe``/``torch``
+    (``auto`` never picks ``torch``: it is asked for by name)."""
     from .caffe_engine import caffe_available
     from .opencv_engine import opencv_available
 
@@ -107,7 +108,7 @@ def choose_engine(engine: str = "auto") -> tuple[str, str]:
 
 
 def make_engine(name: str, deploy, weights, verify: bool = True):
-    """An engine instance by name (``opencv`` or ``caffe``)."""
+    """An engine instance by name (``opencv``, ``caffe`` or ``torch``)."""
     if name == "opencv":
         from .opencv_engine import OpenCVEngine
 
@@ -116,6 +117,10 @@ def make_engine(name: str, deploy, weights, verify: bool = True):
         from .caffe_engine import CaffeEngine
 
         return CaffeEngine(deploy, weights, verify=verify)
+    if name == "torch":
+        from .torch_engine import TorchEngine
+
+        return TorchEngine(deploy, weights, verify=verify)
     raise ModelLibsError(f"unknown engine {name!r}")
 
 
@@ -185,7 +190,7 @@ def to_detections(
 class Detector:
     """A DSOD deploy net with weights, ready to detect objects in images.
 
-    ``engine``: ``auto`` (see module docs), ``opencv`` or ``caffe``; the chosen one is
+    ``engine``: ``auto`` (see module docs), ``opencv``, ``caffe`` or ``torch``; the chosen one is
     ``engine_name`` and why is ``engine_reason``. ``labelmap``: a LabelMap prototxt path or a
     {label: name} dict. ``threshold``: minimum score kept (DetectionOutput's own
     confidence_threshold applies first). ``verify``: check the caffemodel against the deploy
