@@ -20,7 +20,7 @@ from model_libs.dsod import (
 )
 from model_libs.dsod import test_net as build_test_net
 from model_libs.dsod.models import VARIANTS
-from model_libs.dsod.nets import net_text
+from model_libs.dsod.nets import write_nets
 from model_libs.errors import ModelLibsError
 from model_libs.summary import summarize
 
@@ -167,13 +167,27 @@ def test_solver_fields_match_the_official_voc_script():
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_every_emitted_file_parses_under_the_schema(model):
+def test_every_written_file_holds_its_net(model, tmp_path):
+    """write_nets puts each net in its own file, strictly parseable under the schema, and
+    the solver points at those files."""
     r = recipe(model)
-    for proto in (train_net(r, [0, 1]), build_test_net(r), deploy_net(r)):
-        again = text_format.Parse(net_text(proto), caffe_pb2.NetParameter())
-        assert again == proto
-    s = solver(r, "t", "v", "p")
-    assert text_format.Parse(text_format.MessageToString(s), caffe_pb2.SolverParameter()) == s
+    files = write_nets(r, tmp_path, gpus=[0, 1])
+    read = {
+        k: text_format.Parse(files[k].read_text(), caffe_pb2.NetParameter())
+        for k in ("train", "test", "deploy")
+    }
+    assert read["train"] == train_net(r, [0, 1])
+    assert read["test"] == build_test_net(r)
+    assert read["deploy"] == deploy_net(r)
+    types = {k: [layer.type for layer in net.layer] for k, net in read.items()}
+    assert types["train"][0] == "AnnotatedData" and types["train"][-1] == "MultiBoxLoss"
+    assert types["test"][0] == "AnnotatedData" and types["test"][-1] == "DetectionEvaluate"
+    assert types["deploy"][-1] == "DetectionOutput" and "AnnotatedData" not in types["deploy"]
+    assert list(read["deploy"].input_shape[0].dim) == [1, 3, *r.resize]
+    s = text_format.Parse(files["solver"].read_text(), caffe_pb2.SolverParameter())
+    assert (s.train_net, s.test_net) == (str(files["train"]), [str(files["test"])])
+    assert s.snapshot_prefix == str(tmp_path / r.model_name)
+    assert s == solver(r, s.train_net, s.test_net[0], s.snapshot_prefix, [0, 1])
 
 
 def test_bad_model_and_size_are_rejected():

@@ -10,6 +10,7 @@ from google.protobuf import text_format
 
 from model_libs import caffe_pb2
 from model_libs.__main__ import main as cli_main
+from model_libs.dsod import recipe
 from model_libs.recipes.cli import main
 from model_libs.recipes.gpus import parse_gpus
 from model_libs.recipes.job import list_snapshots, prune_snapshots
@@ -89,7 +90,9 @@ def test_missing_lmdb_is_reported_before_training(tmp_path, capsys):
     )
     assert code == 2
     err = capsys.readouterr().err
-    assert "not found" in err or "caffe" in err.lower()
+    lmdb = recipe("DSOD300", "VOC0712", data_root=str(tmp_path)).train_data
+    assert str(tmp_path) in lmdb and err == f"error: {lmdb}: training LMDB not found\n"
+    assert not (tmp_path / "o").exists()  # refused before anything was written
 
 
 def test_gpu_parsing():
