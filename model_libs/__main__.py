@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "weights": ("model_libs.engines.cli_weights", "caffemodel files: init from fillers, show, check"),
     "eval": ("model_libs.evaluation.cli", "score detections: VOC / COCO mAP, compare runs"),
     "convert": ("model_libs.datasets.cli_convert", "convert VOC or COCO to an SSD LMDB"),
+    "layout": (
+        "model_libs.datasets.cli_layout",
+        "the official datasets' LMDBs, lists, label maps; build them",
+    ),
     "synthetic": ("model_libs.datasets.cli_synthetic", "make the built-in synthetic dataset"),
     "inspect": ("model_libs.datasets.cli_inspect", "check an LMDB and draw records with boxes"),
     "info": ("model_libs.caffe_env", "which Caffe and OpenCV DNN the toolkit uses"),

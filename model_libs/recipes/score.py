@@ -10,6 +10,7 @@ ground truth (VOC devkit rules), so both numbers are reported side by side.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +69,11 @@ def score(
         "solver": out / "score_solver.prototxt",
         "log": out / "score.log",
     }
-    atomic_write_text(files["train"], nets.net_text(nets.train_net(r, gpus)))
+    # Caffe builds the solver's train net although max_iter 0 never runs it: at batch 1, so
+    # that scoring does not allocate a training batch (48 GRP images at 320x320 on the CPU
+    # need more memory than many machines have).
+    one = dataclasses.replace(r, batch_size=1, accum_batch_size=1)
+    atomic_write_text(files["train"], nets.net_text(nets.train_net(one, gpus)))
     atomic_write_text(files["test"], nets.net_text(nets.test_net(r)))
     solver = nets.solver(r, str(files["train"]), str(files["test"]), str(out / "score"), gpus)
     solver.max_iter = 0
