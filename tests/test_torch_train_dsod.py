@@ -112,3 +112,69 @@ def test_dsod_iterations_match_caffe(caffe, tmp_path):
     assert np.array_equal(frozen.reshape(p0[first_conv.name][0].shape), p0[first_conv.name][0])
     moved = sum(_rel(a2, a0) > 1e-4 for n in p0 for a0, a2 in zip(p0[n], p2[n]))
     assert moved > len(e2) // 2  # the comparison is of trained blobs
+
+
+def test_detection_testing_matches_caffe(caffe, caffe_bin, tmp_path):
+    """The solver's test (DetectionOutput, DetectionEvaluate, mAP per ap_version) on the same
+    weights and test batches: the trainer's detection_eval is the number Caffe logs."""
+    import subprocess
+
+    from model_libs.recipes.caffelog import parse_log
+
+    torch.set_num_threads(1)
+    lmdb = textured_detection_lmdb(tmp_path / "lmdb", n=8, size=96, num_classes=4)
+    labelmap = write_labelmap(tmp_path / "labelmap.prototxt", 4)
+    r = tiny_dsod(tmp_path, lmdb, labelmap, num_classes=4, batch=2)
+    r.num_test_image, r.test_batch_size = 8, 2
+    files = write_nets(r, tmp_path / "job")
+    test = load_net(files["test"])
+    for layer in test.layer:
+        if layer.type == "DetectionOutput":
+            layer.detection_output_param.ClearField("save_output_param")  # no result files
+        if layer.type == "DetectionEvaluate":
+            layer.detection_evaluate_param.ClearField("name_size_file")  # normalised boxes
+    files["test"].write_text(str(test))
+    # Random weights with perturbed BatchNorm statistics and scales (so that the TEST phase's
+    # global statistics matter and the detections are not all alike).
+    from model_libs.engines.caffemodel import write_caffemodel
+    from model_libs.engines.init import init_weights
+
+    weights = write_caffemodel(tmp_path / "w.caffemodel", init_weights(load_net(files["deploy"]), 3, True))
+    param = read_solver_file(files["solver"])
+    param.test_interval, param.max_iter, param.display = 1000, 0, 0
+    param.test_initialization = True
+    param.snapshot_after_train = False
+    param.ap_version = "11point"
+    files["solver"].write_text(str(param))
+
+    log = tmp_path / "caffe.log"
+    proc = subprocess.run(
+        [caffe_bin, "train", f"--solver={files['solver']}", f"--weights={weights}"],
+        capture_output=True,
+        text=True,
+    )
+    log.write_text(proc.stderr)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    caffe_map = parse_log(log).maps
+    assert len(caffe_map) == 1
+
+    # The test batches as Caffe's test data layer reads them (a copy of the LMDB: see above).
+    data_only = type(test)()
+    data_only.layer.add().CopyFrom(test.layer[0])
+    data_only.layer[0].data_param.source = str(shutil.copytree(lmdb, tmp_path / "lmdb_copy"))
+    (tmp_path / "data.prototxt").write_text(str(data_only))
+    reader = caffe.Net(str(tmp_path / "data.prototxt"), caffe.TEST)
+    batches = []
+    for _ in range(param.test_iter[0]):
+        reader.forward()
+        batches.append({k: torch.from_numpy(reader.blobs[k].data.copy()) for k in ("data", "label")})
+    trainer = Trainer(
+        load_solver_job(files["solver"]),
+        TrainOptions(weights=str(weights)),
+        train_batches=iter([]),
+        test_batches=[iter(batches)],
+    )
+    ours = trainer.test_all()[0]["detection_eval"]
+    print("detection_eval torch", ours, "caffe", caffe_map[0][1])
+    assert 0 < caffe_map[0][1] < 1
+    assert float(f"{ours:.6g}") == pytest.approx(caffe_map[0][1], abs=1e-6)
