@@ -50,7 +50,7 @@ def test_table_plot_and_command(tmp_path, capsys):
     assert plot_main([str(path), "--out", str(tmp_path / "q.png")]) == 0
     assert (tmp_path / "q.png").exists()
     assert plot_main([str(tmp_path / "missing.log")]) == 2
-    assert "cannot read log" in capsys.readouterr().err
+    assert "missing.log: log not found" in capsys.readouterr().err
 
 
 def test_runner_tees_the_log_and_reports_failures(tmp_path):

@@ -150,12 +150,21 @@ def test_a_second_writer_gets_a_clear_error(tmp_path):
                 pass
         with pytest.raises(ModelLibsError, match="is writing"):
             Output(target).open()
+        # the running writer's temporary is not stale: a writer of the folder around it keeps it
+        busy = tmp_path / ".out.abcd1234.tmp"
+        busy.mkdir()
+        with Output(tmp_path, kind="folder"):
+            pass
+        assert busy.exists()
     finally:
         proc.stdin.write("\n")
         proc.stdin.flush()
         proc.wait(timeout=30)
     assert not lock_path(target).exists()  # released and removed
-    with atomic_dir(target) as tmp:  # free again
+    with atomic_dir(target) as tmp:  # free again; its dead writer's temporary is cleaned
+        (tmp / "x").write_text("x")
+    assert not (tmp_path / ".out.abcd1234.tmp").exists()
+    with atomic_dir(target, force=True, recognise=lambda p: True) as tmp:
         (tmp / "x").write_text("x")
 
 

@@ -69,13 +69,19 @@ def load_labelmap(path: PathLike) -> dict[int, str]:
 
 
 def read_image(path: PathLike):
-    """A BGR uint8 image from a file, or a :class:`ModelLibsError`."""
-    import cv2
+    """A BGR uint8 image from a file, or a :class:`ModelLibsError` (see :mod:`model_libs.inputs`:
+    read as bytes, so any file name works)."""
+    from ..inputs import read_image as _read
 
-    img = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ModelLibsError(f"{path}: cannot read image (missing file or unknown format)")
-    return img
+    return _read(path)
+
+
+def num_classes(deploy: caffe_pb2.NetParameter) -> int | None:
+    """``num_classes`` of the net's DetectionOutput (background included), if it has one."""
+    for layer in deploy.layer:
+        if layer.type == "DetectionOutput":
+            return int(layer.detection_output_param.num_classes)
+    return None
 
 
 def list_images(paths: Iterable[PathLike]) -> list[Path]:
@@ -229,8 +235,17 @@ class Detector:
             )
         if isinstance(labelmap, dict):
             self.names: dict[int, str] | None = dict(labelmap)
+        elif labelmap is not None:
+            from ..datasets.labelmap import check_labelmap_fits
+            from ..datasets.labelmap import load_labelmap as _load
+
+            lm = _load(labelmap)
+            n = num_classes(self.engine.deploy)
+            if n is not None:
+                check_labelmap_fits(lm, n, os.fspath(labelmap), "the deploy net")
+            self.names = load_labelmap(labelmap)
         else:
-            self.names = load_labelmap(labelmap) if labelmap is not None else None
+            self.names = None
         self.mean = tuple(float(x) for x in mean)
         self.scale = float(scale)
         self.batch_size = batch_size

@@ -85,6 +85,10 @@ def read_voc_xml(path: str | os.PathLike) -> list[GTObject]:
             difficult = int(float(obj.findtext("difficult") or 0)) != 0
         except ValueError:
             raise ModelLibsError(f"{p}: object {k} ({name}) has a non-numeric box field") from None
+        if box[2] < box[0] or box[3] < box[1]:
+            raise ModelLibsError(
+                f"{p}: object {k} ({name}) box {box} is inverted (xmax < xmin or ymax < ymin)"
+            )
         objs.append((name, box, difficult))
     return objs
 
