@@ -136,9 +136,9 @@ def bounded(
     def describe() -> str:
         parts = []
         if lo is not None:
-            parts.append(f"{'above' if lo_open else 'at least'} {lo:g}")
+            parts.append(f"{'above' if lo_open else 'at least'} {kind(lo)}")
         if hi is not None:
-            parts.append(f"{'below' if hi_open else 'at most'} {hi:g}")
+            parts.append(f"{'below' if hi_open else 'at most'} {kind(hi)}")
         return " and ".join(parts)
 
     def parse(text: str) -> int | float:

@@ -222,6 +222,10 @@ class Detector:
     ) -> None:
         if batch_size < 1:
             raise ModelLibsError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0.0 <= threshold <= 1.0:  # also refuses NaN
+            raise ModelLibsError(f"threshold must be from 0 to 1, got {threshold}")
+        if not all(np.isfinite(v) for v in (*mean, scale)) or scale <= 0:
+            raise ModelLibsError(f"mean {list(mean)} and scale {scale} must be finite, scale above 0")
         if len(mean) != 3:
             raise ModelLibsError(f"mean must have 3 values (B, G, R), got {list(mean)}")
         self.engine_name, self.engine_reason = choose_engine(engine)

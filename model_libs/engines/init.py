@@ -134,6 +134,8 @@ def init_arrays(
     deploy: caffe_pb2.NetParameter, seed: int = 0, randomize: bool = False
 ) -> dict[str, list[np.ndarray]]:
     """{layer: [blob arrays]} as :func:`init_weights` fills them."""
+    if seed < 0:
+        raise ModelLibsError(f"seed must be 0 or more (got {seed})")
     rng = np.random.default_rng(seed)
     by_name = {layer.name: layer for layer in deploy.layer}
     out: dict[str, list[np.ndarray]] = {}

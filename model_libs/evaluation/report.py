@@ -163,6 +163,9 @@ def plot_pr_curves(ev: VocEvaluation, out_dir: str | os.PathLike) -> list[Path]:
         written.append(folder.write_bytes(buf.getvalue(), name))
 
     try:
+        names = [f"pr_{_safe_name(c)}.png" for c in ev.classes] + ["pr_all.png"]
+        for name in names:  # all of them may be written, before the first is
+            folder.check_file(name)
         fig_all = Figure(figsize=(7, 6))
         ax_all = fig_all.add_subplot()
         for c, r in ev.classes.items():
