@@ -249,6 +249,14 @@ class OutputLock:
         self.release()
 
 
+def held_lock_fds() -> list[int]:
+    """File descriptors of the locks this process holds. Pass them to a child process that
+    writes into the locked outputs (``subprocess.Popen(pass_fds=...)``): the lock then lasts
+    as long as the child, even if this process is killed first."""
+    with _held_lock:
+        return [fd for fd, _ in _held.values()]
+
+
 def _read_pid(fd: int) -> int | None:
     try:
         text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
