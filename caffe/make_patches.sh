@@ -15,6 +15,7 @@ declare -A TOPIC=(
   [0006-detection-output-saves-results]="include/caffe/layers/detection_output_layer.hpp src/caffe/layers/detection_output_layer.cpp"
   [0007-data-reader-per-phase]="include/caffe/data_reader.hpp"
   [0008-makefile-tracks-project-headers]="Makefile"
+  [0011-batchnorm-statistics-masked-as-upstream]="src/caffe/layers/batch_norm_layer.cpp"
 )
 for name in "${!TOPIC[@]}"; do
   : >"$OUT/$name.patch"

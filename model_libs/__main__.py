@@ -21,17 +21,24 @@ from .cli import EXIT_ERROR, PROG, emit_error, guarded
 # command name -> (module, one-line help). Modules are imported lazily.
 COMMANDS: dict[str, tuple[str, str]] = {
     "summary": ("model_libs.summary", "shape-infer a prototxt: layers, shapes, params, FLOPs"),
-    "detect": ("model_libs.engines.cli_detect", "detect objects in images (OpenCV DNN or Caffe engine)"),
+    "detect": (
+        "model_libs.engines.cli_detect",
+        "detect objects in images (OpenCV DNN, Caffe or PyTorch engine)",
+    ),
     "weights": ("model_libs.engines.cli_weights", "caffemodel files: init from fillers, show, check"),
     "eval": ("model_libs.evaluation.cli", "score detections: VOC / COCO mAP, compare runs"),
     "convert": ("model_libs.datasets.cli_convert", "convert VOC or COCO to an SSD LMDB"),
+    "layout": (
+        "model_libs.datasets.cli_layout",
+        "the official datasets' LMDBs, lists, label maps; build them",
+    ),
     "synthetic": ("model_libs.datasets.cli_synthetic", "make the built-in synthetic dataset"),
     "inspect": ("model_libs.datasets.cli_inspect", "check an LMDB and draw records with boxes"),
     "info": ("model_libs.caffe_env", "which Caffe and OpenCV DNN the toolkit uses"),
     "job": ("model_libs.recipes.cli_job", "write an official DSOD job: nets, solver, job script"),
     "score": ("model_libs.recipes.cli_score", "score a snapshot on a test set as the official scripts do"),
     "plot": ("model_libs.recipes.plot", "a Caffe training log as a table and a PNG plot"),
-    # "train" (run a job with Caffe or PyTorch) is added by the training engine's module.
+    "train": ("model_libs.recipes.cli_train", "train a solver with Caffe or PyTorch (--engine caffe|torch)"),
 }
 
 

@@ -5,7 +5,7 @@ skipped. Under CI (the environment variable ``CI`` set to anything but ``""``, `
 ``false`` or ``no``; ``.ci/run`` sets ``CI=true``) such a skip is a failure: CI builds
 everything through ``scripts/setup.sh``, so a missing engine there is a broken set-up, not a
 reason to report green. "Needs" means: marked ``caffe`` or ``torch`` (a test that uses the
-``caffe`` or ``caffe_bin`` fixture is marked ``caffe`` automatically), or skipped by
+``caffe``, ``caffe_bin`` or ``caffe_install`` fixture is marked ``caffe`` automatically), or skipped by
 ``pytest.importorskip`` of caffe or torch.
 
 Tests do not test for CI themselves; they skip (``pytest.skip``, a fixture below,
@@ -22,7 +22,7 @@ import pytest
 # Markers whose tests must run under CI; a skip of one fails the run there.
 CI_REQUIRED = ("caffe", "torch")
 # Fixtures that imply the caffe marker.
-CAFFE_FIXTURES = ("caffe", "caffe_bin")
+CAFFE_FIXTURES = ("caffe", "caffe_bin", "caffe_install")
 
 
 def in_ci() -> bool:
@@ -59,23 +59,33 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         rep.longrepr = f"skipped under CI (CI={os.environ.get('CI')!r}), but {why}: {reason}"
 
 
-@pytest.fixture(scope="session")
-def caffe() -> ModuleType:
-    """pycaffe of the Caffe in use, in CPU mode; skips without one (fails under CI)."""
-    from model_libs.caffe_env import find_caffe, import_caffe
+NO_CAFFE = "Caffe is not built (run `bash scripts/setup.sh` or set CAFFE_ROOT)"
 
-    if find_caffe(required=False) is None:
-        pytest.skip("Caffe is not built (run `bash scripts/setup.sh` or set CAFFE_ROOT)")
+
+@pytest.fixture(scope="session")
+def caffe_install():
+    """The Caffe in use (:class:`model_libs.caffe_env.CaffeInstall`); skips without one."""
+    from model_libs.caffe_env import find_caffe
+
+    inst = find_caffe(required=False)
+    if inst is None:
+        pytest.skip(NO_CAFFE)
+    return inst
+
+
+@pytest.fixture(scope="session")
+def caffe(caffe_install) -> ModuleType:
+    """pycaffe of the Caffe in use, in CPU mode; skips without one (fails under CI)."""
+    from model_libs.caffe_env import import_caffe
+
     module = import_caffe()
     module.set_mode_cpu()
     return module
 
 
 @pytest.fixture(scope="session")
-def caffe_bin() -> str:
+def caffe_bin(caffe_install) -> str:
     """The ``caffe`` tool of the Caffe in use; skips without one (fails under CI)."""
-    from model_libs.caffe_env import caffe_binary, find_caffe
+    from model_libs.caffe_env import caffe_binary
 
-    if find_caffe(required=False) is None:
-        pytest.skip("Caffe is not built (run `bash scripts/setup.sh` or set CAFFE_ROOT)")
     return str(caffe_binary())

@@ -5,7 +5,7 @@ draw labelled boxes with scores above the threshold into PNGs, print the detecti
 package installed (``pip install -e .``; ``scripts/setup.sh`` does it in .venv).
 
     python examples/dsod/DSOD300_detection_demo.py --deploy deploy.prototxt \
-        --weights DSOD300_VOC0712.caffemodel --labelmap data/VOC0712/labelmap_voc.prototxt \
+        --weights DSOD300_VOC0712.caffemodel --labelmap LABELMAP \
         --threshold 0.5 --draw demo_out/ images/
 """
 

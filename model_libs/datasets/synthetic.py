@@ -157,6 +157,13 @@ def _iou(a, b) -> tuple[float, float]:
 
 def render_image(seed: int, index: int) -> tuple[np.ndarray, list[VocObject]]:
     """One synthetic image (BGR uint8) and its objects (VOC 1-based pixel boxes)."""
+    img, objects, _ = render_image_with_masks(seed, index)
+    return img, objects
+
+
+def render_image_with_masks(seed: int, index: int) -> tuple[np.ndarray, list[VocObject], list[np.ndarray]]:
+    """:func:`render_image` plus, per object, the boolean image mask of its visible pixels
+    (what later objects left uncovered): where the object really is in the picture."""
     import cv2
 
     rng = np.random.default_rng([seed, index])
@@ -218,7 +225,7 @@ def render_image(seed: int, index: int) -> tuple[np.ndarray, list[VocObject]]:
         tiny = max(x1 - x0, y1 - y0) + 1 < DIFFICULT_PX
         # VOC boxes are 1-based inclusive pixel indices
         objects.append(VocObject(cls, x0 + 1, y0 + 1, x1 + 1, y1 + 1, difficult=tiny or hidden))
-    return out, objects
+    return out, objects, [visible for _, _, visible, _ in placed]
 
 
 # ----------------------------------------------------------------------------- writing

@@ -2,7 +2,7 @@
 
 ::
 
-    python -m model_libs detect --deploy D --weights W [--engine auto|opencv|caffe]
+    python -m model_libs detect --deploy D --weights W [--engine auto|opencv|caffe|torch]
         [--labelmap F] [--threshold T] [--batch N] [--draw DIR] [--json OUT] IMAGE_OR_DIR...
 
 Prints one line per detection (``image label name score xmin ymin xmax ymax``, pixels),
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = make_parser(f"{PROG} detect", "Detect objects with a DSOD deploy net (no Caffe needed).")
     ap.add_argument("--deploy", required=True, help="deploy prototxt")
     ap.add_argument("--weights", required=True, help="caffemodel")
-    ap.add_argument("--engine", choices=["auto", "opencv", "caffe"], default="auto")
+    ap.add_argument("--engine", choices=["auto", "opencv", "caffe", "torch"], default="auto")
     ap.add_argument("--labelmap", help="LabelMap prototxt for class names")
     ap.add_argument("--threshold", type=PROBABILITY, default=0.5, help="minimum score (default 0.5)")
     ap.add_argument(

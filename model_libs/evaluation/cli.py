@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _voc(args: argparse.Namespace) -> int:
-    from .voc import parse_set_spec
+    from ..datasets.voc import parse_sets
 
     if args.lmdb:
         if args.root or args.image_set:
@@ -73,7 +73,9 @@ def _voc(args: argparse.Namespace) -> int:
     elif not (args.root and args.image_set):
         raise ModelLibsError("give --root and --set (e.g. --set VOC2007:test), or --lmdb")
     else:
-        parse_set_spec(args.image_set)
+        sets = parse_sets(args.image_set, option="--set")
+        if len(sets) != 1:
+            raise ModelLibsError(f"--set {args.image_set!r}: give one YEAR:SET, e.g. VOC2007:test")
     if not 0 < args.iou <= 1:
         raise ModelLibsError(f"--iou {args.iou}: must be in (0, 1]")
     inputs = [args.root, args.lmdb, args.labelmap, args.results]
@@ -86,20 +88,23 @@ def _voc(args: argparse.Namespace) -> int:
             if args.plots
             else None
         )
-        return _voc_scored(args, json_out, plots)
+        return _voc_scored(args, None if args.lmdb else sets, json_out, plots)
 
 
 def _json_output(path: str, inputs: list) -> Output:
     return Output(path, what="report", inputs=inputs, recognise=is_report)
 
 
-def _voc_scored(args: argparse.Namespace, json_out: Output | None, plots: Output | None) -> int:
-    from .labelmap import foreground_classes
+def _voc_scored(
+    args: argparse.Namespace, sets: list | None, json_out: Output | None, plots: Output | None
+) -> int:
+    from ..datasets.labelmap import foreground_names, label_to_name, load_labelmap
     from .report import format_table, plot_pr_curves, voc_report
     from .results import read_json_detections, read_result_dir
-    from .voc import evaluate_voc, load_voc_ground_truth, parse_set_spec
+    from .voc import evaluate_voc, load_voc_ground_truth
 
-    classes = foreground_classes(args.labelmap) if args.labelmap else None
+    labelmap = load_labelmap(args.labelmap) if args.labelmap else None
+    classes = foreground_names(labelmap) if labelmap is not None else None
     results = Path(args.results)
     if results.is_file() and results.suffix.lower() == ".json":
         dets = read_json_detections(results)
@@ -113,13 +118,12 @@ def _voc_scored(args: argparse.Namespace, json_out: Output | None, plots: Output
         if (warning := d.inverted_report()) is not None:
             print(f"warning: {warning}", file=sys.stderr)
     if args.lmdb:
-        from .labelmap import read_labelmap
         from .lmdb_gt import load_lmdb_ground_truth
 
-        gt = load_lmdb_ground_truth(args.lmdb, read_labelmap(args.labelmap))
+        gt = load_lmdb_ground_truth(args.lmdb, label_to_name(labelmap))
         set_name = str(args.lmdb)
     else:
-        gt = load_voc_ground_truth(args.root, *parse_set_spec(args.image_set))
+        gt = load_voc_ground_truth(args.root, *sets[0])
         set_name = args.image_set
     ev = evaluate_voc(
         dets, gt, classes=classes, metric=args.metric, iou_threshold=args.iou, set_name=set_name

@@ -115,10 +115,13 @@ def build_parser(prog: str, dataset: str, models: Sequence[str]) -> argparse.Arg
     add_recipe_arguments(ap, dataset, models)
     ap.add_argument("--dry-run", action="store_true", help="write every file, launch nothing")
     add_job_arguments(ap)
+    from .cli_train import add_engine_arguments
+
+    add_engine_arguments(ap)
     ap.add_argument(
         "--prune-snapshots", action="store_true", help="before training, delete all snapshots but the newest"
     )
-    ap.add_argument("--verbose", action="store_true", help="also print Caffe's raw log lines")
+    ap.add_argument("--verbose", action="store_true", help="also print the raw log lines")
     return ap
 
 
@@ -132,8 +135,13 @@ def main(argv: Sequence[str] | None, dataset: str, models: Sequence[str], prog: 
 
 
 def _train(args: argparse.Namespace, dataset: str, models: Sequence[str]) -> int:
+    from .cli_train import check_engine_arguments
+
     r, out, gpus = recipe_from_args(args, dataset, models)
+    check_engine_arguments(args)
     with job_lock(out):  # one writer per job folder: a second run gets a clear error
+        if args.engine == "torch":
+            return _train_torch(args, r, out, gpus)
         return _train_locked(args, r, out, gpus)
 
 
@@ -154,6 +162,37 @@ def _train_locked(args: argparse.Namespace, r: Recipe, out: Path, gpus: list[int
     print("running: " + " ".join(cmd), file=sys.stderr)
     run_caffe(cmd, job.files["log"], r.max_iter, echo=args.verbose)
     return 0
+
+
+def _train_torch(args: argparse.Namespace, r: Recipe, out: Path, gpus: list[int]) -> int:
+    """The job written for ``gpus``, trained by the PyTorch engine (one process per GPU)."""
+    from . import cli_train
+
+    if not args.dry_run:
+        check_inputs(r, ("train_data", "test_data", "label_map_file"))
+    job, snapshot = write_job_from_args(args, r, out, gpus)
+    if args.prune_snapshots:
+        for f in prune_snapshots(job.snapshot_prefix, keep=1):
+            print(f"removed old snapshot {f.name}")
+    if args.dry_run:
+        return 0
+    argv = ["--solver", str(job.files["solver"]), "--engine", "torch", "--log", str(job.files["log"])]
+    argv += ["--workers", str(args.workers)]
+    if gpus:
+        argv += ["--gpus", ",".join(map(str, gpus))]
+    elif args.device:
+        argv += ["--device", args.device]
+    for flag, value in (
+        ("--resume", snapshot),
+        ("--weights", args.weights),
+        ("--amp", args.amp),
+        ("--nproc", args.nproc),
+        ("--accum-batch", args.accum_batch),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    argv += ["--sync-bn"] * args.sync_bn + ["--verbose"] * args.verbose
+    return cli_train.train(cli_train.build_parser().parse_args(argv), argv)
 
 
 def find_caffe_binary(explicit: str | None, gpus: list[int]) -> str:

@@ -10,6 +10,7 @@ ground truth (VOC devkit rules), so both numbers are reported side by side.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +81,11 @@ def _score(
         "solver": out / "score_solver.prototxt",
         "log": out / "score.log",
     }
-    folder.write_text(nets.net_text(nets.train_net(r, gpus)), files["train"].name)
+    # Caffe builds the solver's train net although max_iter 0 never runs it: at batch 1, so
+    # that scoring does not allocate a training batch (48 GRP images at 320x320 on the CPU
+    # need more memory than many machines have).
+    one = dataclasses.replace(r, batch_size=1, accum_batch_size=1)
+    folder.write_text(nets.net_text(nets.train_net(one, gpus)), files["train"].name)
     folder.write_text(nets.net_text(nets.test_net(r)), files["test"].name)
     solver = nets.solver(r, str(files["train"]), str(files["test"]), str(out / "score"), gpus)
     solver.max_iter = 0
@@ -107,9 +112,10 @@ def _per_class(r: Recipe, result: ScoreResult) -> None:
     """Toolkit AP per class from DetectionOutput's VOC result files and the LMDB ground truth."""
     if r.output_format != "VOC":
         return
-    from ..evaluation import evaluate_voc, load_lmdb_ground_truth, read_labelmap, read_result_dir
+    from ..datasets.labelmap import label_to_name, load_labelmap
+    from ..evaluation import evaluate_voc, load_lmdb_ground_truth, read_result_dir
 
-    names = {k: v for k, v in read_labelmap(r.label_map_file).items() if k != 0}
+    names = {k: v for k, v in label_to_name(load_labelmap(r.label_map_file)).items() if k != 0}
     gt = load_lmdb_ground_truth(r.test_data, names)
     dets = read_result_dir(result.result_dir, classes=list(names.values()), prefix=r.output_name_prefix)
     metric = "11point" if r.ap_version == "11point" else "area"

@@ -25,6 +25,41 @@ def _progress_line(log: TrainLog, max_iter: int, started: float) -> str:
     return f"iter {it}/{max_iter} ({pct:4.1f}%)  loss {loss}  lr {lr}{last_map}  [{elapsed:.0f}s]"
 
 
+class Progress:
+    """Progress of a training log (either engine's): feed it the log's lines; it shows
+    iteration, loss, lr and test mAP on ``stream`` (one updating line on a terminal) and,
+    with ``echo``, the raw lines too. ``log`` is what the lines said so far."""
+
+    def __init__(self, max_iter: int, stream: TextIO | None = None, echo: bool = False) -> None:
+        self.max_iter = max_iter
+        self.stream = stream or sys.stderr
+        self.echo = echo
+        self.tty = self.stream.isatty()
+        self.parser = LogParser()
+        self.started = time.monotonic()
+
+    @property
+    def log(self) -> TrainLog:
+        return self.parser.log
+
+    def feed(self, line: str) -> None:
+        stream = self.stream
+        if self.echo:
+            stream.write(line)
+        kind = self.parser.feed(line)
+        if kind in ("loss", "test"):
+            msg = _progress_line(self.parser.log, self.max_iter, self.started)
+            stream.write(("\r" + msg + "\x1b[K") if self.tty and not self.echo else msg + "\n")
+            stream.flush()
+        elif kind == "snapshot" and not self.echo:
+            stream.write(("\n" if self.tty else "") + f"snapshot {self.parser.log.snapshots[-1]}\n")
+            stream.flush()
+
+    def close(self) -> None:
+        if self.tty and not self.echo:
+            self.stream.write("\n")
+
+
 def _count_lines(path: Path) -> int:
     try:
         with open(path, "rb") as f:
@@ -50,11 +85,9 @@ def run_caffe(
     first fatal line Caffe wrote in this run (``Check failed: ...``).
     """
     stream = stream or sys.stderr
-    parser = LogParser()
-    started = time.monotonic()
     log_path = Path(log_file)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    tty = stream.isatty()
+    progress = Progress(max_iter, stream, echo)
     try:
         # Caffe inherits the locks of the outputs it writes into (the job folder): if this
         # process dies first, a second training of the same job is still refused.
@@ -77,22 +110,12 @@ def run_caffe(
             log.flush()
             if on_line:
                 on_line(line)
-            if echo:
-                stream.write(line)
-            kind = parser.feed(line)
-            if kind in ("loss", "test"):
-                msg = _progress_line(parser.log, max_iter, started)
-                stream.write(("\r" + msg + "\x1b[K") if tty and not echo else msg + "\n")
-                stream.flush()
-            elif kind == "snapshot" and not echo:
-                stream.write(("\n" if tty else "") + f"snapshot {parser.log.snapshots[-1]}\n")
-                stream.flush()
+            progress.feed(line)
     rc = proc.wait()
-    if tty and not echo:
-        stream.write("\n")
+    progress.close()
     if rc != 0:
         raise ModelLibsError(failure_message(rc, log_path, first_line))
-    return parser.log
+    return progress.log
 
 
 def failure_message(rc: int, log_path: Path, first_line: int = 0) -> str:
