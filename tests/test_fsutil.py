@@ -201,3 +201,22 @@ def test_output_folder_never_overwrites_an_input(tmp_path):
         o.write_bytes(b"y", "b.png")
     assert pic.read_bytes().endswith(b"image")
     assert (tmp_path / "b.png").read_bytes() == b"y"
+
+
+def test_job_files_follow_the_umask(tmp_path):
+    """The job script was 0710 and the prototxts 0600 whatever the umask."""
+    from model_libs.__main__ import main
+
+    old = os.umask(0o022)
+    try:
+        assert (
+            main(["job", "--model", "DSOD300_smallest", "--dataset", "VOC0712", "--out", str(tmp_path / "j")])
+            == 0
+        )
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "j").iterdir()}
+    script = next(n for n in modes if n.endswith(".sh"))
+    assert modes.pop(script) == 0o755
+    assert set(modes.values()) == {0o644}, modes
+    assert (tmp_path / "j").stat().st_mode & 0o777 == 0o755

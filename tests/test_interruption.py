@@ -269,7 +269,10 @@ def test_resume_passes_over_a_truncated_solverstate_with_real_caffe(tiny_job, ca
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
     from model_libs.errors import ModelLibsError
 
-    with pytest.raises(ModelLibsError, match=r"Check failed: state\.history_size"):  # what Caffe does with it
+    with pytest.raises(
+        ModelLibsError,
+        match=r"caffe was killed by SIGABRT: sgd_solver\.cpp:\d+\] Check failed: state\.history_size",
+    ):  # what Caffe does with it
         run_caffe([*cmd, f"--snapshot={newest}"], tmp_path / "bad.log", r.max_iter)
     chosen = resume_snapshot(job.snapshot_prefix)
     assert chosen.iteration == 4

@@ -18,9 +18,10 @@ _LR = re.compile(r"Iteration (\d+), lr = ([-+0-9.eE]+)")
 _TESTING = re.compile(r"Iteration (\d+), Testing net")
 _TEST_OUT = re.compile(r"Test net output #\d+: (\S+) = ([-+0-9.eEnaif]+)")
 _SNAPSHOT = re.compile(r"Snapshotting (?:solver state )?to (?:binary proto file )?(\S+)")
-# glog's fatal lines: "F0101 12:00:00.123456  4242 solver.cpp:123] Check failed: ..."
-_GLOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ ")
-_FATAL = re.compile(r"^F\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ (.*)$")
+# glog's lines: "F0101 12:00:00.123456  4242 solver.cpp:123] Check failed: ..." (newer glog
+# prints the year too: "F20260101 12:00:00.123456 ...")
+_GLOG = re.compile(r"^[IWEF](?:\d{8}|\d{4}) \d\d:\d\d:\d\d\.\d+\s+\d+ ")
+_FATAL = re.compile(r"^F(?:\d{8}|\d{4}) \d\d:\d\d:\d\d\.\d+\s+\d+ (.*)$")
 
 
 @dataclass
