@@ -152,6 +152,13 @@ class CaffeNet(nn.Module):
         self.input_shapes = {n: shapes[n] for n in self.input_names}
         self.blob_shapes = shapes
         self._fill(seed)
+        for module, _ in self._order:
+            for i in range(module.n_blobs):
+                t = module.blob(i)
+                if isinstance(t, nn.Parameter) and module.lr_mult(i) == 0:
+                    # Caffe computes no gradient for a blob with lr_mult 0 (the
+                    # Deconvolution upsampling kernels of GRP-DSOD): neither do we.
+                    t.requires_grad_(False)
         self.fused = fuse
         self._steps = self._plan(fuse)
 
@@ -274,8 +281,9 @@ class CaffeNet(nn.Module):
         """(layer, index, tensor, lr_mult, decay_mult) for every stored blob, in Caffe's order
         (the order of Caffe's learnable parameters and of its solverstate history).
 
-        Learned blobs are ``nn.Parameter``; BatchNorm's statistics are buffers (no gradient)
-        whose multipliers are reported as the prototxt sets them (the DSOD nets: 0)."""
+        Learned blobs are ``nn.Parameter`` (``requires_grad`` False where ``lr_mult`` is 0,
+        as Caffe computes no gradient there); BatchNorm's statistics are buffers (no
+        gradient) whose multipliers are reported as the prototxt sets them (DSOD: 0)."""
         for module, _ in self._order:
             for i in range(module.n_blobs):
                 yield module.caffe_name, i, module.blob(i), module.lr_mult(i), module.decay_mult(i)
