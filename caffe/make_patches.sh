@@ -2,6 +2,9 @@
 # Developer tool: regenerate caffe/patches/*.patch from a pristine unpacked sdist (ORIG) and
 # an edited copy (WORK), both top folders of brocolli-caffe-9.0.2. Each file belongs to one
 # patch; the list below is the map. Usage: bash caffe/make_patches.sh ORIG WORK
+# 0010-detection-layers-as-upstream-ssd.patch is not in the map: it changes files of 0003 and
+# 0006 and is a diff against the tree with 0001-0008 applied (build.py applies all in order);
+# regenerate it by hand: diff -u --label a/F --label b/F <patched tree>/F <edited tree>/F.
 set -euo pipefail
 ORIG="$1"; WORK="$2"
 OUT="$(cd "$(dirname "$0")" && pwd)/patches"
