@@ -119,6 +119,31 @@ def caffe_decisions_of(net: caffe_pb2.NetParameter, cnet) -> dict[str, np.ndarra
     return out
 
 
+def record_decisions(tnet) -> dict[str, np.ndarray]:
+    """Hook ``tnet`` (built with ``fuse=False``) so that its next forward records its ReLU
+    and MAX pooling decisions into the returned dict, in :func:`caffe_decisions_of`'s form."""
+    import torch.nn.functional as F
+
+    from model_libs.pytorch.layers import Pooling, ReLU
+
+    out: dict[str, np.ndarray] = {}
+    for module in tnet.layers.values():
+        if isinstance(module, ReLU):
+            module.register_forward_hook(
+                lambda mod, inp, o: out.__setitem__(mod.caffe_name, (o[0] > 0).cpu().numpy())
+            )
+        elif isinstance(module, Pooling) and module.max and not module.global_pooling:
+
+            def hook(mod, inp, o):
+                _, idx = F.max_pool2d(
+                    inp[0], mod.kernel, mod.stride, mod.pad, ceil_mode=True, return_indices=True
+                )
+                out[mod.caffe_name] = idx.cpu().numpy()
+
+            module.register_forward_hook(hook)
+    return out
+
+
 def force_caffe_decisions(tnet, decisions: dict[str, np.ndarray]) -> None:
     """Make the ReLUs and MAX Poolings of ``tnet`` (built with ``fuse=False``) take Caffe's
     decisions: a ReLU gives ``x * mask`` (whose gradient is the mask, as ReLU's is), a
@@ -140,13 +165,14 @@ def force_caffe_decisions(tnet, decisions: dict[str, np.ndarray]) -> None:
 
             def hook(mod, inp, out, idx=idx):
                 x = inp[0]
-                return (x.flatten(2).gather(2, idx.flatten(2)).view(idx.shape),)
+                i = idx.to(x.device)
+                return (x.flatten(2).gather(2, i.flatten(2)).view(i.shape),)
 
         else:
             m = torch.from_numpy(d.astype(np.float32))
 
             def hook(mod, inp, out, m=m):
-                return (inp[0] * m.reshape(inp[0].shape),)
+                return (inp[0] * m.to(inp[0].device).reshape(inp[0].shape),)
 
         module.register_forward_hook(hook)
 
