@@ -68,23 +68,54 @@ def open_lmdb(path: str | os.PathLike) -> lmdb.Environment:
         raise ModelLibsError(f"{p}: cannot open LMDB ({exc})") from None
 
 
+# py-lmdb allows one open environment per database and process, so readers share one.
+_SHARED: dict[str, tuple[tuple[int, int], lmdb.Environment]] = {}
+
+
+def _identity(p: Path) -> tuple[int, int]:
+    st = (p / "data.mdb" if p.is_dir() else p).stat()
+    return st.st_dev, st.st_ino
+
+
+def shared_env(path: str | os.PathLike) -> lmdb.Environment:
+    """This process's one read-only environment of the LMDB at ``path`` (opened on first use;
+    reopened when the database was replaced, e.g. rebuilt with ``--force``). Do not close it.
+    Every shared environment is closed before the process forks (an LMDB environment must
+    not cross a fork); the next use reopens it."""
+    p = Path(path)
+    key = str(p.resolve())
+    held = _SHARED.get(key)
+    if held is not None:
+        try:
+            same = held[0] == _identity(p)
+        except OSError:
+            same = False
+        if same:
+            return held[1]
+        held[1].close()
+        del _SHARED[key]
+    env = open_lmdb(p)
+    _SHARED[key] = (_identity(p), env)
+    return env
+
+
+def _close_shared() -> None:
+    while _SHARED:
+        _SHARED.popitem()[1][1].close()
+
+
+os.register_at_fork(before=_close_shared)
+
+
 def count_records(path: str | os.PathLike) -> int:
     """Number of records in the LMDB."""
-    env = open_lmdb(path)
-    try:
-        return int(env.stat()["entries"])
-    finally:
-        env.close()
+    return int(shared_env(path).stat()["entries"])
 
 
 def iter_records(path: str | os.PathLike, limit: int | None = None) -> Iterator[tuple[str, bytes]]:
     """Yield ``(key, value)`` in key order (the order Caffe's DataLayer reads)."""
-    env = open_lmdb(path)
-    try:
-        with env.begin() as txn:
-            for i, (k, v) in enumerate(txn.cursor()):
-                if limit is not None and i >= limit:
-                    break
-                yield bytes(k).decode("utf-8", errors="replace"), bytes(v)
-    finally:
-        env.close()
+    with shared_env(path).begin() as txn:
+        for i, (k, v) in enumerate(txn.cursor()):
+            if limit is not None and i >= limit:
+                break
+            yield bytes(k).decode("utf-8", errors="replace"), bytes(v)

@@ -12,6 +12,9 @@ How records are read, as Caffe's ``DataReader`` does:
 - with ``world_size`` ranks, record ``k`` goes to rank ``k % world_size`` (Caffe hands records
   to its solvers in turn), so the ranks' shares are disjoint and together cover the LMDB.
 
+``annotated_data_param.label_map_file`` is not read: Caffe's layer keeps it and never uses
+it; labels are the records' group labels.
+
 Randomness: batch ``b`` of rank ``r`` draws from a generator seeded with ``(seed, r, b)``, so
 the same seed gives the same batches whatever the number of workers, and no two batches
 (across workers, ranks or passes over the data) share their draws.
@@ -35,7 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..datasets.annotated_datum import parse_annotated_datum
-from ..datasets.lmdb_io import open_lmdb
+from ..datasets.lmdb_io import shared_env
 from ..errors import ModelLibsError
 from ..proto import caffe_pb2
 from .transform import Boxes, TransformPlan, boxes_of, decode, label_blob
@@ -85,8 +88,6 @@ class AnnotatedDataset(Dataset):
         self.batch_size = int(dp.batch_size)
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.force = (layer.transform_param.force_color, layer.transform_param.force_gray)
-        self._env: lmdb.Environment | None = None
-        self._pid = -1
         keys = self._keys()
         if not keys:
             raise ModelLibsError(f"{self.source}: the LMDB holds no records")
@@ -105,25 +106,20 @@ class AnnotatedDataset(Dataset):
             raise ModelLibsError(f"{self.source}: unknown annotation type {anno_type}")
         self.cache: dict[int, Record] = {}
         self._fill_cache(cache_bytes)
-        self._close()  # a forked worker opens its own environment
 
     # -- reading
 
     def _keys(self) -> list[bytes]:
-        env = open_lmdb(self.source)
         try:
-            with env.begin() as txn:
+            with shared_env(self.source).begin() as txn:
                 return list(txn.cursor().iternext(keys=True, values=False))
         except lmdb.Error as exc:
             raise ModelLibsError(f"{self.source}: cannot read the LMDB ({exc})") from None
-        finally:
-            env.close()
 
     def _get(self, key: bytes) -> bytes:
-        if self._env is None or self._pid != os.getpid():
-            self._env, self._pid = open_lmdb(self.source), os.getpid()
+        # the process's shared environment: workers forked from here open their own
         try:
-            with self._env.begin() as txn:
+            with shared_env(self.source).begin() as txn:
                 raw = txn.get(key)
         except lmdb.Error as exc:
             raise ModelLibsError(
@@ -132,11 +128,6 @@ class AnnotatedDataset(Dataset):
         if raw is None:
             raise ModelLibsError(f"{self.source}: record {key.decode(errors='replace')} vanished")
         return raw
-
-    def _close(self) -> None:
-        if self._env is not None and self._pid == os.getpid():
-            self._env.close()
-        self._env = None
 
     def _parse(self, raw: bytes, key: bytes) -> caffe_pb2.AnnotatedDatum:
         return parse_annotated_datum(raw, f"{self.source}: record {key.decode(errors='replace')}")
@@ -161,11 +152,6 @@ class AnnotatedDataset(Dataset):
             used += rec[0].nbytes
             if used <= budget:
                 self.cache[i] = rec
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_env"], state["_pid"] = None, -1
-        return state
 
     # -- batches
 
@@ -218,9 +204,28 @@ class BatchIndices(Sampler[int]):
 
 
 def _worker_init(_: int) -> None:
-    # Workers are the parallelism: inner thread pools would only fight over the cores.
+    # Workers are the parallelism: inner thread pools would only fight over the cores (the
+    # DataLoader already gives each worker one torch thread).
     cv2.setNumThreads(1)
-    torch.set_num_threads(1)
+
+
+# A process forked while OpenCV's thread pool runs inherits the pool without its threads, and
+# its first pool operation (even setNumThreads) can wait forever for them: stop the pool
+# around every fork of this process (DataLoader workers) and restore it in the parent.
+_cv_threads: list[int] = []
+
+
+def _before_fork() -> None:
+    _cv_threads.append(cv2.getNumThreads())
+    cv2.setNumThreads(1)
+
+
+def _after_fork_in_parent() -> None:
+    if _cv_threads:
+        cv2.setNumThreads(_cv_threads.pop())
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent)
 
 
 def make_loader(

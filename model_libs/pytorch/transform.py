@@ -214,6 +214,18 @@ def update_by_resize_policy(
     return np.stack([x0 / new_w, y0 / new_h, x1 / new_w, y1 / new_h], axis=1).astype(F32)
 
 
+def resize_boxes(b: np.ndarray, rp: caffe_pb2.ResizeParameter, old_w: int, old_h: int) -> np.ndarray:
+    """Boxes after the resize, as patch 0009 moves them: FIT_LARGE_SIZE_AND_PAD through the
+    resize policy; WARP and FIT_SMALL_SIZE scale both axes with the image, so the policy only
+    clamps a box's far sides into the image, done exactly (without the pixel round trip)."""
+    if rp.resize_mode == RP.FIT_LARGE_SIZE_AND_PAD:
+        return update_by_resize_policy(b, rp, old_w, old_h)
+    out = b.copy()
+    out[:, :2] = np.maximum(out[:, :2], F32(0))
+    out[:, 2:] = np.minimum(out[:, 2:], F32(1))
+    return out
+
+
 # ---------------------------------------------------------------- the plan
 
 
@@ -273,14 +285,6 @@ class TransformPlan:
 
     # -- shapes
 
-    def output_hw(self, h: int, w: int) -> tuple[int, int]:
-        """The blob's (height, width) for an h x w image entering the transform (InferBlobShape)."""
-        t = self.transform
-        if t.HasField("resize_param"):
-            h, w = resized_size(t.resize_param, h, w)
-        ch, cw = self.crop_hw()
-        return (ch or h, cw or w)
-
     def crop_hw(self) -> tuple[int, int]:
         t = self.transform
         if t.crop_size:
@@ -304,12 +308,12 @@ class TransformPlan:
         """One record through every step but the last: (the uint8 H x W x C image the blob is
         made of, by :meth:`to_blob`; its boxes)."""
         t = self.transform
-        if t.HasField("distort_param"):
-            img = distort(img, t.distort_param, rng)
-        canvas = Canvas.of(img)
+        # Distortion comes first, as in Caffe, but runs on the pixels the crop keeps.
+        dist = Distortion.draw(t.distort_param, img.shape[2], rng) if t.HasField("distort_param") else None
+        canvas = Canvas.of(img, dist)
         emit = t.emit_constraint if t.HasField("emit_constraint") else None
         if t.HasField("expand_param"):
-            canvas, boxes = self.expand(img, boxes, rng, emit)
+            canvas, boxes = self.expand(canvas, boxes, rng, emit)
         if self.samplers is not None:
             crops = self.samplers.generate(boxes.xyxy, rng)
             if len(crops):
@@ -323,14 +327,15 @@ class TransformPlan:
         return self.transform_image(img, boxes, rng, emit)
 
     def expand(
-        self, img: np.ndarray, boxes: Boxes, rng: np.random.Generator, emit: caffe_pb2.EmitConstraint | None
+        self, canvas: Canvas, boxes: Boxes, rng: np.random.Generator, emit: caffe_pb2.EmitConstraint | None
     ) -> tuple[Canvas, Boxes]:
         """ExpandImage: with probability ``prob`` the image sits at a random place of a canvas
         ``ratio`` in [1, max_expand_ratio] times larger, filled with the mean values."""
         ep = self.transform.expand_param
         prob = rng.uniform(0.0, 1.0)
         if prob > ep.prob or abs(ep.max_expand_ratio - 1.0) < 1e-2:
-            return Canvas.of(img), boxes
+            return canvas, boxes
+        img = canvas.img
         ratio = F32(rng.uniform(1.0, ep.max_expand_ratio))
         h, w = img.shape[:2]
         height, width = int(F32(h) * ratio), int(F32(w) * ratio)
@@ -351,9 +356,8 @@ class TransformPlan:
             if mean is None
             else np.clip(np.rint(mean), 0, 255).astype(np.uint8)
         )
-        return Canvas(img, w_off, h_off, width, height, fill), transform_annotation(
-            boxes, window, False, emit
-        )
+        expanded = Canvas(img, w_off, h_off, width, height, fill, canvas.distortion)
+        return expanded, transform_annotation(boxes, window, False, emit)
 
     def transform_image(
         self, img: np.ndarray, boxes: Boxes, rng: np.random.Generator, emit: caffe_pb2.EmitConstraint | None
@@ -365,7 +369,7 @@ class TransformPlan:
         h0, w0 = img.shape[:2]
         if t.HasField("resize_param"):
             img = apply_resize(img, t.resize_param, rng)
-            boxes = boxes.moved(update_by_resize_policy(boxes.xyxy, t.resize_param, w0, h0))
+            boxes = boxes.moved(resize_boxes(boxes.xyxy, t.resize_param, w0, h0))
         ih, iw = img.shape[:2]
         ch, cw = self.crop_hw()
         h_off = w_off = 0
@@ -465,7 +469,8 @@ def decode(datum: caffe_pb2.Datum, force_color: bool, force_gray: bool, where: s
 
 @dataclass(frozen=True)
 class Canvas:
-    """An image placed at (x, y) on a width x height canvas of ``fill`` (the expansion)."""
+    """An image placed at (x, y) on a width x height canvas of ``fill`` (the expansion), with
+    the distortion still to run on the image's pixels."""
 
     img: np.ndarray
     x: int
@@ -473,22 +478,24 @@ class Canvas:
     width: int
     height: int
     fill: np.ndarray
+    distortion: Distortion | None = None
 
     @staticmethod
-    def of(img: np.ndarray) -> Canvas:
-        return Canvas(img, 0, 0, img.shape[1], img.shape[0], np.zeros(img.shape[2], np.uint8))
+    def of(img: np.ndarray, distortion: Distortion | None = None) -> Canvas:
+        return Canvas(img, 0, 0, img.shape[1], img.shape[0], np.zeros(img.shape[2], np.uint8), distortion)
 
     def region(self, x0: int, y0: int, w: int, h: int) -> np.ndarray:
         """The canvas pixels of [x0, x0 + w) x [y0, y0 + h), materialised."""
         ih, iw = self.img.shape[:2]
+        run = self.distortion or (lambda im: im)
         if self.x == 0 and self.y == 0 and (iw, ih) == (self.width, self.height):
-            return self.img[y0 : y0 + h, x0 : x0 + w]
+            return run(self.img[y0 : y0 + h, x0 : x0 + w])
         # the image's part inside the region, bordered with the fill
         ax0, ay0 = max(x0, self.x), max(y0, self.y)
         ax1, ay1 = min(x0 + w, self.x + iw), min(y0 + h, self.y + ih)
         if ax1 <= ax0 or ay1 <= ay0:
             return np.broadcast_to(self.fill, (h, w, len(self.fill))).copy()
-        part = self.img[ay0 - self.y : ay1 - self.y, ax0 - self.x : ax1 - self.x]
+        part = run(self.img[ay0 - self.y : ay1 - self.y, ax0 - self.x : ax1 - self.x])
         value = tuple(float(v) for v in self.fill[:4])
         out = cv2.copyMakeBorder(
             part, ay0 - y0, y0 + h - ay1, ax0 - x0, x0 + w - ax1, cv2.BORDER_CONSTANT, value=value
@@ -559,6 +566,7 @@ def apply_resize(img: np.ndarray, rp: caffe_pb2.ResizeParameter, rng: np.random.
 # ---------------------------------------------------------------- distortion
 
 _LEVELS = np.arange(256, dtype=F32)
+_IDENTITY = np.arange(256, dtype=np.uint8)
 
 
 def _lut(alpha: float, beta: float) -> np.ndarray:
@@ -566,61 +574,71 @@ def _lut(alpha: float, beta: float) -> np.ndarray:
     return np.clip(np.rint(_LEVELS * F32(alpha) + F32(beta)), 0, 255).astype(np.uint8)
 
 
-def _apply_lut(img: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    out = cv2.LUT(img, lut)
-    return out if out.ndim == 3 else out[:, :, None]
+@dataclass(frozen=True)
+class Distortion:
+    """A drawn ApplyDistort, kept as steps to run later: every step acts on each pixel alone,
+    so running them on a crop of the image gives that crop of the distorted image (the
+    pixels a crop drops, and an expansion's mean fill, are never distorted).
 
+    Steps: ("lut", table) for brightness and contrast (adjacent ones composed: each rounds to
+    8 bits, so the composition is exact), ("hsv", channel, table) for saturation (1) and hue
+    (0), ("order", permutation) for the channel order."""
 
-def _hsv_channel(img: np.ndarray, channel: int, lut: np.ndarray) -> np.ndarray:
-    """Map one HSV channel of a BGR image through ``lut``."""
-    luts = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
-    luts[:, channel] = lut
-    hsv = cv2.LUT(cv2.cvtColor(img, cv2.COLOR_BGR2HSV), luts.reshape(256, 1, 3))
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+    steps: tuple[tuple, ...]
 
+    @staticmethod
+    def draw(p: caffe_pb2.DistortionParameter, channels: int, rng: np.random.Generator) -> Distortion:
+        """Brightness, then contrast-saturation-hue or saturation-hue-contrast (even odds), then a
+        random channel order; each with its own probability (the project's patch 0003)."""
+        steps: list[tuple] = []
 
-def _brightness(img: np.ndarray, p: caffe_pb2.DistortionParameter, rng: np.random.Generator) -> np.ndarray:
-    if rng.uniform(0.0, 1.0) < p.brightness_prob:
-        return _apply_lut(img, _lut(1.0, _uniform(rng, -p.brightness_delta, p.brightness_delta)))
-    return img
+        def lut(table: np.ndarray) -> None:
+            if steps and steps[-1][0] == "lut":
+                table = table[steps.pop()[1]]  # the later step reads the earlier one's output
+            steps.append(("lut", table))
 
+        def brightness() -> None:
+            if rng.uniform(0.0, 1.0) < p.brightness_prob:
+                lut(_lut(1.0, _uniform(rng, -p.brightness_delta, p.brightness_delta)))
 
-def _contrast(img: np.ndarray, p: caffe_pb2.DistortionParameter, rng: np.random.Generator) -> np.ndarray:
-    if rng.uniform(0.0, 1.0) < p.contrast_prob:
-        return _apply_lut(img, _lut(_uniform(rng, p.contrast_lower, p.contrast_upper), 0.0))
-    return img
+        def contrast() -> None:
+            if rng.uniform(0.0, 1.0) < p.contrast_prob:
+                lut(_lut(_uniform(rng, p.contrast_lower, p.contrast_upper), 0.0))
 
+        def saturation() -> None:
+            if rng.uniform(0.0, 1.0) < p.saturation_prob and channels == 3:
+                alpha = _uniform(rng, p.saturation_lower, p.saturation_upper)
+                if abs(alpha - 1.0) > 1e-3:
+                    steps.append(("hsv", 1, _lut(alpha, 0.0)))
 
-def _saturation(img: np.ndarray, p: caffe_pb2.DistortionParameter, rng: np.random.Generator) -> np.ndarray:
-    if rng.uniform(0.0, 1.0) < p.saturation_prob and img.shape[2] == 3:
-        alpha = _uniform(rng, p.saturation_lower, p.saturation_upper)
-        if abs(alpha - 1.0) > 1e-3:
-            return _hsv_channel(img, 1, _lut(alpha, 0.0))
-    return img
+        def hue() -> None:
+            if rng.uniform(0.0, 1.0) < p.hue_prob and channels == 3:
+                # OpenCV's 8-bit hue units (0..179); the shift wraps around the circle
+                delta = int(np.rint(_uniform(rng, -p.hue_delta, p.hue_delta)))
+                if delta != 0:
+                    steps.append(("hsv", 0, ((np.arange(256) + delta) % 180).astype(np.uint8)))
 
+        order = rng.uniform(0.0, 1.0)
+        brightness()
+        for step in (contrast, saturation, hue) if order > 0.5 else (saturation, hue, contrast):
+            step()
+        if rng.uniform(0.0, 1.0) < p.random_order_prob and channels > 1:
+            steps.append(("order", rng.permutation(channels)))
+        return Distortion(tuple(steps))
 
-def _hue(img: np.ndarray, p: caffe_pb2.DistortionParameter, rng: np.random.Generator) -> np.ndarray:
-    if rng.uniform(0.0, 1.0) < p.hue_prob and img.shape[2] == 3:
-        # OpenCV's 8-bit hue units (0..179); the shift wraps around the circle (patch 0003)
-        delta = int(np.rint(_uniform(rng, -p.hue_delta, p.hue_delta)))
-        if delta != 0:
-            lut = ((np.arange(256) + delta) % 180).astype(np.uint8)
-            return _hsv_channel(img, 0, lut)
-    return img
-
-
-def distort(img: np.ndarray, p: caffe_pb2.DistortionParameter, rng: np.random.Generator) -> np.ndarray:
-    """ApplyDistort: brightness, then contrast-saturation-hue or saturation-hue-contrast (even
-    odds), then a random channel order; each with its own probability."""
-    order = rng.uniform(0.0, 1.0)
-    img = _brightness(img, p, rng)
-    if order > 0.5:
-        img = _hue(_saturation(_contrast(img, p, rng), p, rng), p, rng)
-    else:
-        img = _contrast(_hue(_saturation(img, p, rng), p, rng), p, rng)
-    if rng.uniform(0.0, 1.0) < p.random_order_prob and img.shape[2] > 1:
-        img = np.ascontiguousarray(img[:, :, rng.permutation(img.shape[2])])
-    return img
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        for step in self.steps:
+            if step[0] == "lut":
+                img = cv2.LUT(img, step[1])
+                img = img if img.ndim == 3 else img[:, :, None]
+            elif step[0] == "hsv":
+                tables = np.repeat(_IDENTITY[:, None], 3, axis=1)
+                tables[:, step[1]] = step[2]
+                hsv = cv2.LUT(cv2.cvtColor(img, cv2.COLOR_BGR2HSV), tables.reshape(256, 1, 3))
+                img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+            else:
+                img = np.ascontiguousarray(img[:, :, step[1]])
+        return img
 
 
 # ---------------------------------------------------------------- batch samplers
