@@ -13,7 +13,6 @@ Prints both rates and converter/ceiling. Files are in the page cache for both (w
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -21,8 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from model_libs.cli import make_parser, run
 from model_libs.datasets.lmdb_io import write_lmdb
 from model_libs.datasets.pipeline import default_workers
 from model_libs.datasets.synthetic import make_synthetic
@@ -42,15 +40,22 @@ def raw_copy(root: Path, items: list[tuple[str, str]], out: Path) -> float:
     return time.perf_counter() - t0
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser():
+    ap = make_parser("bench_convert.py", __doc__.splitlines()[0])
     ap.add_argument("--train", type=int, default=400)
     ap.add_argument("--test", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workers", type=int, default=None, help="converter threads (default: CPUs)")
     ap.add_argument("--json", help="also write the numbers to this JSON file")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(argv, build_parser, _bench)
+
+
+def _bench(args) -> int:
     workers = args.workers or default_workers()
 
     with tempfile.TemporaryDirectory(prefix="bench_convert_") as tmp:

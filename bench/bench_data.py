@@ -27,10 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import cv2
 
+from model_libs.cli import make_parser, run
 from model_libs.datasets.annotated_datum import Box, build_annotated_datum
 from model_libs.datasets.lmdb_io import write_lmdb
 from model_libs.datasets.synthetic import render_image
@@ -134,15 +133,22 @@ def _caffe_child(path: str, batches: int) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    ap = make_parser("bench_data.py", __doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=48)
     ap.add_argument("--batches", type=int, default=10, help="timed batches of 8 per measurement")
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--no-caffe", action="store_true")
     ap.add_argument("--json", help="also write the numbers to this JSON file")
     ap.add_argument("--caffe-net", help=argparse.SUPPRESS)  # internal: the Caffe measurement
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(argv, build_parser, _bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
     os.environ.setdefault("GLOG_minloglevel", "2")
     if args.caffe_net:
         return _caffe_child(args.caffe_net, args.batches)

@@ -20,7 +20,6 @@ i.e. one SIMD FMA per cycle of the widest vector (2 FLOPs x lanes). This matches
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -31,8 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from model_libs.cli import make_parser, run
 from model_libs.dsod import deploy_net, recipe
 from model_libs.engines.caffe_engine import caffe_available
 from model_libs.engines.caffemodel import caffemodel_bytes
@@ -95,14 +93,21 @@ def time_engine(engine, batch: int, seconds: float, shape: list[int]) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser():
+    ap = make_parser("bench_deploy.py", __doc__.split("\n\n")[0])
     ap.add_argument("--model", default="DSOD300")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--seconds", type=float, default=8.0, help="timed seconds per configuration")
     ap.add_argument("--engines", nargs="+", default=["opencv", "caffe"])
     ap.add_argument("--json", help="also write the results as JSON")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(argv, build_parser, _bench)
+
+
+def _bench(args) -> int:
 
     import cv2
 

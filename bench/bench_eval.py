@@ -19,8 +19,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
+from model_libs.cli import make_parser, run
 from model_libs.evaluation.results import (
     ClassDetections,
     read_result_dir,
@@ -132,14 +131,21 @@ def naive_ap(det: ClassDetections, gt, cls: str) -> float:
     return float(np.sum((mrec[idx] - mrec[idx - 1]) * mpre[idx]))
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def build_parser():
+    ap = make_parser("bench_eval.py", __doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--images", type=int, default=4952)
     ap.add_argument("--per-image", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--files", action="store_true", help="also time writing/reading comp4 files")
     ap.add_argument("--naive", action="store_true", help="time a per-detection loop (2 classes)")
-    args = ap.parse_args()
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(argv, build_parser, _bench)
+
+
+def _bench(args) -> int:
 
     t0 = time.perf_counter()
     dets, gt = make_set(args.images, args.per_image)

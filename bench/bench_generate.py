@@ -8,15 +8,23 @@ total for all five models (goal: well under a second). One command:
 
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from model_libs.cli import make_parser, run
 from model_libs.dsod import MODELS, recipe
 from model_libs.dsod.nets import render_nets
 
 
-def main(repeats: int = 5) -> None:
+def build_parser():
+    ap = make_parser("bench_generate.py", __doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=5, help="runs per model; the best counts (default 5)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(argv, build_parser, lambda args: _bench(args.repeats))
+
+
+def _bench(repeats: int) -> int:
     rows, total = [], 0.0
     for model in MODELS:
         best = float("inf")
@@ -33,7 +41,8 @@ def main(repeats: int = 5) -> None:
         f"{'all five models':<18}{total * 1000:>23.1f} ms  (best of {repeats}; goal < 1000 ms, "
         f"ratio to goal {total:.3f})"
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -18,12 +18,12 @@ with the project's ``.venv`` python). Steps:
 5. Link the result into the virtualenv: a ``.pth`` file so ``import caffe`` works, and
    ``<venv>/bin/caffe``.
 
-Every failure ends with one ``error:`` line that says what went wrong and exit status 1.
+Every failure ends with one ``error:`` line that says what went wrong (the toolkit's
+:func:`model_libs.cli.emit_error`) and exit status 1: a failed build, not a bad argument.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -35,6 +35,8 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+
+from model_libs.cli import emit_error, make_parser
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -331,27 +333,20 @@ def gen_python_proto(dest: Path) -> None:
         "    from caffe.proto import _caffe_pb2_generated as _m\n"
         "globals().update({k: v for k, v in vars(_m).items() if not k.startswith('__')})\n"
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        shutil.copyfile(PROTO, Path(tmp) / "caffe.proto")
-        res = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "grpc_tools.protoc",
-                f"-I{tmp}",
-                f"--python_out={tmp}",
-                str(Path(tmp) / "caffe.proto"),
-            ],
-            capture_output=True,
-            text=True,
+    from model_libs.errors import ModelLibsError
+    from model_libs.proto import regen  # the toolkit's one protoc runner
+
+    if (regen.HERE / "caffe.proto").resolve() != PROTO.resolve():
+        raise BuildError(
+            f"model_libs is imported from {regen.HERE.parents[1]}, not from this checkout ({REPO}); "
+            "run the build with this checkout's venv (pip install -e .)"
         )
-        if res.returncode != 0:
-            print(res.stderr, file=sys.stderr)
-            raise BuildError(
-                "grpc_tools.protoc could not compile model_libs/proto/caffe.proto "
-                "(is grpcio-tools installed in the venv?)"
-            )
-        shutil.copyfile(Path(tmp) / "caffe_pb2.py", dest / "_caffe_pb2_generated.py")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            generated = regen.generate(Path(tmp))
+        except ModelLibsError as exc:
+            raise BuildError(f"cannot generate pycaffe's caffe_pb2: {exc}") from None
+        shutil.copyfile(generated, dest / "_caffe_pb2_generated.py")
     (dest / "caffe_pb2.py").write_text(shim)
 
 
@@ -438,7 +433,7 @@ def link_venv(venv: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = make_parser("caffe/build.py", __doc__.split("\n")[0])
     ap.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--force", action="store_true", help="rebuild even if cached")
     ap.add_argument(
@@ -470,10 +465,10 @@ def main(argv: list[str] | None = None) -> int:
         if venv is not None:
             link_venv(venv)
     except BuildError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        emit_error(str(exc))
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted; the previous install (if any) is untouched", file=sys.stderr)
+        emit_error("interrupted; the previous install (if any) is untouched")
         return 1
     return 0
 

@@ -5,10 +5,12 @@ Two kinds of installation are recognised, in this order:
 1. ``CAFFE_ROOT`` set in the environment: a user's own SSD Caffe checkout built with its
    Makefile or CMake (``$CAFFE_ROOT/build/tools/caffe`` and ``$CAFFE_ROOT/python``), e.g.
    upstream weiliu89/caffe ``ssd`` with CUDA and NCCL for multi-GPU training.
-2. Otherwise the project's own build made by ``scripts/setup.sh``: ``build/caffe/install`` in
-   the repository (CPU-only, built from the pinned brocolli-caffe sdist with the project's
-   patches and ``model_libs/proto/caffe.proto``). It counts only once its ``BUILD_INFO.json``
-   marker exists, which the build writes last.
+2. Otherwise the project's own build made by ``scripts/setup.sh`` (CPU-only, built from the
+   pinned brocolli-caffe sdist with the project's patches and ``model_libs/proto/caffe.proto``):
+   ``build/caffe/install`` of the source checkout the package runs from, else the build linked
+   into the running virtualenv (``<venv>/bin/caffe``, which ``caffe/build.py`` links), so an
+   installed (non-editable) package finds it too. It counts only once its
+   ``BUILD_INFO.json`` marker exists, which the build writes last.
 
 ``python -m model_libs info`` prints what was found and whether OpenCV's DNN module (the
 other way to run deploy nets) is available.
@@ -20,14 +22,32 @@ import importlib
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
 from .errors import ModelLibsError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PROJECT_INSTALL = REPO_ROOT / "build" / "caffe" / "install"
+
+def _checkout_install() -> Path | None:
+    """``build/caffe/install`` of the source checkout holding this package, if it is one."""
+    checkout = Path(__file__).resolve().parents[1]
+    return checkout / "build" / "caffe" / "install" if (checkout / "caffe" / "build.py").is_file() else None
+
+
+def _venv_install() -> Path | None:
+    """The project build that ``caffe/build.py`` linked into the running virtualenv."""
+    link = Path(sys.prefix) / "bin" / "caffe"
+    return link.resolve().parent.parent if link.is_symlink() else None
+
+
+def _default_install() -> Path | None:
+    candidates = [p for p in (_checkout_install(), _venv_install()) if p is not None]
+    return next((p for p in candidates if (p / "BUILD_INFO.json").is_file()), next(iter(candidates), None))
+
+
+PROJECT_INSTALL = _default_install()
 MARKER = "BUILD_INFO.json"
 SETUP_HINT = "run `bash scripts/setup.sh` to build it, or set CAFFE_ROOT to your own SSD Caffe"
 
@@ -107,7 +127,10 @@ def _user_install(root: Path) -> CaffeInstall:
     )
 
 
-def _project_install(root: Path = PROJECT_INSTALL) -> CaffeInstall | None:
+def _project_install(root: Path | None = None) -> CaffeInstall | None:
+    root = root or PROJECT_INSTALL
+    if root is None:
+        return None
     try:
         info = json.loads((root / MARKER).read_text())
     except (OSError, ValueError):
@@ -134,9 +157,9 @@ def find_caffe(required: bool = True) -> CaffeInstall | None:
         return _user_install(Path(env).expanduser().resolve())
     inst = _project_install()
     if inst is None and required:
+        where = PROJECT_INSTALL or "this checkout or virtualenv"
         raise ModelLibsError(
-            f"no Caffe found (CAFFE_ROOT is not set and {PROJECT_INSTALL} "
-            f"holds no finished build); {SETUP_HINT}"
+            f"no Caffe found (CAFFE_ROOT is not set and {where} holds no finished build); {SETUP_HINT}"
         )
     return inst
 
@@ -189,16 +212,22 @@ def opencv_dnn() -> str | None:
     return str(cv2.__version__)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """``python -m model_libs info``: which Caffe and OpenCV DNN the toolkit uses."""
-    if argv and argv[0] in ("-h", "--help"):
-        print("usage: python -m model_libs info\n\n" + (__doc__ or "").strip())
-        return 0
+    from .cli import PROG, make_parser, run
+
+    return run(
+        argv,
+        lambda: make_parser(f"{PROG} info", "Which Caffe and OpenCV DNN the toolkit uses."),
+        lambda _args: _info(),
+    )
+
+
+def _info() -> int:
     inst = find_caffe(required=False)
     if inst is None:
-        print(
-            f"caffe: NOT FOUND (CAFFE_ROOT not set, no project build under {PROJECT_INSTALL}); {SETUP_HINT}"
-        )
+        where = PROJECT_INSTALL or "this checkout or virtualenv"
+        print(f"caffe: NOT FOUND (CAFFE_ROOT not set, no project build under {where}); {SETUP_HINT}")
     else:
         mode = {True: "GPU (CUDA)", False: "CPU-only", None: "unknown"}[inst.gpu]
         print(f"caffe: {inst.origin} at {inst.root}")

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from google.protobuf import text_format
 
+from .cli import PROG, make_parser, run
 from .errors import ModelLibsError
 from .proto import caffe_pb2
 
@@ -124,12 +126,30 @@ def _conv_geometry(cp) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int
     return k, p, s, d
 
 
-def _included(layer, phase: int) -> bool:
+def _rule_met(rule, phase: int, level: int, stages: frozenset[str]) -> bool:
+    """Caffe's ``Net::StateMeetsRule`` for one NetStateRule."""
+    if rule.HasField("phase") and rule.phase != phase:
+        return False
+    if rule.HasField("min_level") and level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and level > rule.max_level:
+        return False
+    if any(s not in stages for s in rule.stage):
+        return False
+    return not any(s in stages for s in rule.not_stage)
+
+
+def included(layer, phase: int, level: int = 0, stages: frozenset[str] = frozenset()) -> bool:
+    """Whether ``layer`` is part of the net in the given state (Caffe's ``FilterNet``): with
+    include rules, when any of them is met; with exclude rules, when none is; both at once
+    is an error, as in Caffe."""
+    if layer.include and layer.exclude:
+        raise ModelLibsError(
+            f"layer {layer.name!r} ({layer.type}): specify either include or exclude rules, not both"
+        )
     if layer.include:
-        return any(not r.HasField("phase") or r.phase == phase for r in layer.include)
-    if layer.exclude:
-        return not any(r.HasField("phase") and r.phase == phase for r in layer.exclude)
-    return True
+        return any(_rule_met(r, phase, level, stages) for r in layer.include)
+    return not any(_rule_met(r, phase, level, stages) for r in layer.exclude)
 
 
 def _prior_count(pp) -> int:
@@ -147,8 +167,9 @@ def _numel(shape: Shape) -> int:
     return int(math.prod(shape)) if shape else 1
 
 
-def _infer(layer, bottoms: list[Shape], ctx: str) -> tuple[list[Shape], list[Shape], int, int]:
-    """Output shapes, parameter blob shapes, statistics count and FLOPs for one layer."""
+def infer_layer(layer, bottoms: list[Shape], ctx: str) -> tuple[list[Shape], list[Shape], int, int]:
+    """Output shapes, parameter blob shapes, statistics count and FLOPs for one layer whose
+    bottoms have shapes ``bottoms``; ``ctx`` names the layer in errors."""
     t = layer.type
     b0 = bottoms[0] if bottoms else None
 
@@ -241,13 +262,14 @@ def _infer(layer, bottoms: list[Shape], ctx: str) -> tuple[list[Shape], list[Sha
         return [list(b0)], blobs, 0, _numel(b0)
     if t == "Normalize":
         np_ = layer.norm_param
-        blobs = [[1]] if np_.channel_shared else [[b0[1]]]
+        blobs = [[]] if np_.channel_shared else [[b0[1]]]  # Caffe: a 0-axis blob when shared
         return [list(b0)], blobs, 0, 3 * _numel(b0)
     if t == "InnerProduct":
         ip = layer.inner_product_param
         axis = ip.axis % len(b0)
         k = _numel(b0[axis:])
-        blobs = [[ip.num_output, k]] + ([[ip.num_output]] if ip.bias_term else [])
+        weight = [k, ip.num_output] if ip.transpose else [ip.num_output, k]  # Caffe's layout
+        blobs = [weight] + ([[ip.num_output]] if ip.bias_term else [])
         return [b0[:axis] + [ip.num_output]], blobs, 0, 2 * _numel(b0[:axis]) * k * ip.num_output
     if t in ("ReLU", "Sigmoid", "TanH", "Dropout", "Softmax", "Power", "AbsVal", "BNLL"):
         return [list(b0)], [], 0, _numel(b0)
@@ -318,14 +340,14 @@ def summarize(net: caffe_pb2.NetParameter | str | Path, phase: str = "auto") -> 
             raise ModelLibsError(f"net input {name!r} has no shape")
     layers = []
     for layer in net.layer:
-        if not _included(layer, phase_id):
+        if not included(layer, phase_id):
             continue
         ctx = f"layer {layer.name!r} ({layer.type})"
         try:
             bottoms = [blobs[b] for b in layer.bottom]
         except KeyError as exc:
             raise ModelLibsError(f"{ctx}: bottom {exc.args[0]!r} is produced by no earlier layer") from None
-        shapes, blob_shapes, stats, flops = _infer(layer, bottoms, ctx)
+        shapes, blob_shapes, stats, flops = infer_layer(layer, bottoms, ctx)
         for top, shape in zip(layer.top, shapes):
             blobs[top] = shape
         n_values = sum(_numel(s) for s in blob_shapes)
@@ -344,13 +366,13 @@ def summarize(net: caffe_pb2.NetParameter | str | Path, phase: str = "auto") -> 
     return NetSummary(net.name, layers, blobs)
 
 
-def main(argv: list[str]) -> int:
-    """``summary NET.prototxt [--phase TRAIN|TEST]``: print the per-layer table and totals."""
-    ap = argparse.ArgumentParser(
-        prog="python -m model_libs summary", description="Shape-infer a Caffe net and count parameters/FLOPs."
-    )
+def build_parser() -> argparse.ArgumentParser:
+    ap = make_parser(f"{PROG} summary", "Shape-infer a Caffe net and count parameters/FLOPs.")
     ap.add_argument("prototxt")
     ap.add_argument("--phase", choices=["auto", "TRAIN", "TEST"], default="auto")
-    args = ap.parse_args(argv)
-    print(summarize(args.prototxt, args.phase).table())
-    return 0
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``summary NET.prototxt [--phase TRAIN|TEST]``: print the per-layer table and totals."""
+    return run(argv, build_parser, lambda args: print(summarize(args.prototxt, args.phase).table()))

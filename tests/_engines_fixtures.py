@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 
 import numpy as np
 
@@ -46,10 +45,6 @@ def sample_images(n: int, seed: int = 0) -> list[np.ndarray]:
         img = cv2.resize(base, (w, h), interpolation=cv2.INTER_CUBIC)
         out.append(img)
     return out
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
 
 def sorted_rows(rows: np.ndarray) -> np.ndarray:

@@ -1,40 +1,18 @@
-"""Helpers for the tests that run the built Caffe: getting pycaffe, tiny annotated LMDBs.
+"""Helpers for the tests that run the built Caffe: tiny annotated images and LMDBs.
 
-``require_caffe()`` skips a test when Caffe is not built, except under ``CI`` (set and not
-``0``/``false``), where a missing Caffe is a failure: CI must build it through the set-up.
+pycaffe itself comes from the ``caffe`` fixture of ``tests/conftest.py`` (which also holds
+the CI rule: a Caffe test that cannot run fails under CI).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
-import pytest
 
-from model_libs.caffe_env import find_caffe, import_caffe
 from model_libs.proto import caffe_pb2
 
 Box = tuple[int, float, float, float, float]  # label, xmin, ymin, xmax, ymax (normalised)
-
-
-def in_ci() -> bool:
-    """True when the CI environment variable is set to something truthy."""
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def require_caffe() -> ModuleType:
-    """pycaffe of the Caffe in use; skip (or, under CI, fail) if there is none."""
-    inst = find_caffe(required=False)
-    if inst is None:
-        msg = "Caffe is not built (run `bash scripts/setup.sh` or set CAFFE_ROOT)"
-        if in_ci():
-            pytest.fail(f"CI is set but {msg}")
-        pytest.skip(msg)
-    caffe = import_caffe()
-    caffe.set_mode_cpu()
-    return caffe
 
 
 def encode(img: np.ndarray, ext: str = ".png") -> bytes:

@@ -2,9 +2,11 @@
 the same properties: the project's Caffe (pycaffe, an AnnotatedData-only net) and the PyTorch
 data path (``model_libs.pytorch.data``).
 
-``engine`` (a fixture over both) gives an :class:`Engine`; ``engine.blobs(net_path, batches)``
-returns the raw ``(data, label)`` blobs of the first ``batches`` batches, ``engine.draws``
-the images (H x W x C) with each image's label rows.
+A test module makes a fixture over both with ``ENGINES`` and :func:`make_engine`; the
+:class:`Engine` it gives has ``blobs(net_path, batches)``, the raw ``(data, label)`` blobs of
+the first ``batches`` batches, and ``draws``, the images (H x W x C) with each image's label
+rows. The Caffe variant is marked ``caffe``, the PyTorch one ``torch``; each skips when its
+engine is missing (and the suite's CI guard turns that skip into a failure).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import pytest
 from model_libs.netspec import to_prototxt
 from model_libs.proto import caffe_pb2
 from model_libs.summary import load_net
-from tests.caffe_support import in_ci, require_caffe
 
 SEED = 1234
 
@@ -86,8 +87,8 @@ class Engine:
 class CaffeEngine(Engine):
     name = "caffe"
 
-    def __init__(self) -> None:
-        self.caffe = require_caffe()
+    def __init__(self, caffe) -> None:
+        self.caffe = caffe  # pycaffe (the conftest fixture)
         self.caffe.set_random_seed(SEED)
 
     def blobs(self, path: Path, batches: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -104,12 +105,9 @@ class TorchEngine(Engine):
     name = "torch"
 
     def __init__(self) -> None:
-        try:
-            from model_libs.pytorch.data import AnnotatedDataset
-        except ImportError as exc:  # torch not installed
-            if in_ci():
-                pytest.fail(f"CI is set but the PyTorch engine does not import: {exc}")
-            pytest.skip(f"PyTorch engine unavailable: {exc}")
+        pytest.importorskip("torch")
+        from model_libs.pytorch.data import AnnotatedDataset
+
         self.dataset = AnnotatedDataset
 
     def blobs(self, path: Path, batches: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -117,8 +115,14 @@ class TorchEngine(Engine):
         return [tuple(t.numpy() for t in ds[b]) for b in range(batches)]
 
 
-ENGINES = [pytest.param("caffe", marks=pytest.mark.caffe, id="caffe"), pytest.param("torch", id="torch")]
+ENGINES = [
+    pytest.param("caffe", marks=pytest.mark.caffe, id="caffe"),
+    pytest.param("torch", marks=pytest.mark.torch, id="torch"),
+]
 
 
-def make_engine(name: str) -> Engine:
-    return CaffeEngine() if name == "caffe" else TorchEngine()
+def make_engine(request: pytest.FixtureRequest) -> Engine:
+    """The engine of a fixture parametrised with ``ENGINES``."""
+    if request.param == "caffe":
+        return CaffeEngine(request.getfixturevalue("caffe"))
+    return TorchEngine()

@@ -47,8 +47,10 @@ def test_table_plot_and_command(tmp_path, capsys):
     assert "0.4321" in table and table.count("\n") == 3
     png = plot_log(log, tmp_path / "p.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
     assert plot_main([str(path), "--out", str(tmp_path / "q.png")]) == 0
-    assert (tmp_path / "q.png").exists()
+    assert capsys.readouterr().out == f"{table}\nwrote {tmp_path / 'q.png'}\n"
+    assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot_main([str(tmp_path / "missing.log")]) == 2
     assert "cannot read log" in capsys.readouterr().err
 

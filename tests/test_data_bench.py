@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
 
 
 def test_bench_data_smoke(tmp_path, capsys):

@@ -16,7 +16,7 @@ from model_libs.netspec import NetSpec, to_prototxt
 from tests.caffe_support import annotated_datum, scene, write_labelmap, write_lmdb
 from tests.data_engines import CaffeEngine, TorchEngine
 
-pytestmark = pytest.mark.caffe
+pytestmark = [pytest.mark.caffe, pytest.mark.torch]
 
 
 def records() -> list[bytes]:
@@ -60,9 +60,9 @@ def dsod_test_net(tmp: Path, batch_sampler: list[dict] | None) -> Path:
     return path
 
 
-def test_test_net_label_blob_equals_caffes(tmp_path):
+def test_test_net_label_blob_equals_caffes(caffe, tmp_path):
     path = dsod_test_net(tmp_path, [{}])  # as the DSOD test nets: one trivial batch sampler
-    caffe_blobs = CaffeEngine().blobs(path, 5)  # 15 images: the 7 records wrap around twice
+    caffe_blobs = CaffeEngine(caffe).blobs(path, 5)  # 15 images: the 7 records wrap around twice
     torch_blobs = TorchEngine().blobs(path, 5)
     for (_, want), (_, got) in zip(caffe_blobs, torch_blobs):
         assert got.shape == want.shape and got.dtype == want.dtype
@@ -71,9 +71,9 @@ def test_test_net_label_blob_equals_caffes(tmp_path):
     assert (rows[:, 7] == 1).any() and (rows[:, 1] == 2).any()  # difficult flags and two groups seen
 
 
-def test_data_blob_equals_caffes_without_augmentation(tmp_path):
+def test_data_blob_equals_caffes_without_augmentation(caffe, tmp_path):
     path = dsod_test_net(tmp_path, None)
-    caffe_blobs = CaffeEngine().blobs(path, 3)
+    caffe_blobs = CaffeEngine(caffe).blobs(path, 3)
     torch_blobs = TorchEngine().blobs(path, 3)
     for (want, _), (got, _) in zip(caffe_blobs, torch_blobs):
         assert got.shape == want.shape == (3, 3, 96, 80)
@@ -83,11 +83,11 @@ def test_data_blob_equals_caffes_without_augmentation(tmp_path):
         assert diff.mean() < 0.01 and diff.max() <= 1
 
 
-def test_data_blob_near_caffes_with_the_trivial_sampler(tmp_path):
+def test_data_blob_near_caffes_with_the_trivial_sampler(caffe, tmp_path):
     # Caffe re-encodes a cropped image as JPEG even when the crop is the whole image; the
     # PyTorch path does not, so the two differ by JPEG noise only.
     path = dsod_test_net(tmp_path, [{}])
-    caffe_blobs = CaffeEngine().blobs(path, 3)
+    caffe_blobs = CaffeEngine(caffe).blobs(path, 3)
     torch_blobs = TorchEngine().blobs(path, 3)
     for (want, _), (got, _) in zip(caffe_blobs, torch_blobs):
         diff = np.abs(got - want)

@@ -28,7 +28,7 @@ TOL = 0.09
 
 @pytest.fixture(params=ENGINES)
 def engine(request) -> Engine:
-    return make_engine(request.param)
+    return make_engine(request)
 
 
 def one_image_lmdb(tmp: Path, img: np.ndarray, boxes, ext=".png") -> Path:

@@ -1,9 +1,9 @@
 """Interoperability with SSD Caffe itself: its AnnotatedDataLayer reads our LMDB.
 
-Marked ``caffe``: needs a built SSD Caffe with pycaffe, found through ``CAFFE_ROOT``
-(``$CAFFE_ROOT/python``) or the project's build (``build/caffe/install/python``);
-``CAFFE_LIB_DIR`` adds a folder holding ``libcaffe.so`` to the loader path. Skipped, and
-reported as skipped, when no Caffe is found.
+Marked ``caffe``: needs a built SSD Caffe with pycaffe, the one the toolkit uses
+(``CAFFE_ROOT`` or the project's build: the ``caffe_install`` fixture of conftest.py);
+``CAFFE_LIB_DIR`` adds a folder holding ``libcaffe.so`` to the loader path. Skipped when no
+Caffe is found, which under CI is a failure (the guard in ``conftest.py``).
 
 Caffe runs in a subprocess: pycaffe registers its own ``caffe.proto`` in protobuf's default
 descriptor pool, which clashes with ``model_libs.proto`` in one process.
@@ -66,25 +66,12 @@ layer {{
 """
 
 
-def _find_pycaffe() -> tuple[Path, list[str]] | None:
-    roots = []
-    if os.environ.get("CAFFE_ROOT"):
-        root = Path(os.environ["CAFFE_ROOT"])
-        roots.append((root / "python", [root / "build/lib", root / ".build_release/lib", root / "lib"]))
-    inst = REPO / "build/caffe/install"
-    roots.append((inst / "python", [inst / "lib"]))
-    for py, libs in roots:
-        if (py / "caffe" / "__init__.py").exists():
-            extra = [os.environ["CAFFE_LIB_DIR"]] if os.environ.get("CAFFE_LIB_DIR") else []
-            return py, extra + [str(p) for p in libs if p.is_dir()]
-    return None
-
-
-def test_caffe_annotated_data_layer_reads_our_lmdb(tmp_path):
-    found = _find_pycaffe()
-    if found is None:
-        pytest.skip("no SSD Caffe with pycaffe (set CAFFE_ROOT or build the project's Caffe)")
-    pydir, libdirs = found
+def test_caffe_annotated_data_layer_reads_our_lmdb(tmp_path, caffe_install):
+    assert caffe_install.python_dir is not None, f"{caffe_install.root}: no pycaffe"
+    pydir = caffe_install.python_dir
+    libdirs = [str(caffe_install.library.parent)] if caffe_install.library else []
+    if os.environ.get("CAFFE_LIB_DIR"):
+        libdirs.insert(0, os.environ["CAFFE_LIB_DIR"])
     b = build_synthetic_lmdbs(tmp_path / "syn", seed=3, n_train=2, n_test=4)
     net = tmp_path / "net.prototxt"
     net.write_text(NET.format(source=b.test_lmdb, batch=4, labelmap=b.labelmap))

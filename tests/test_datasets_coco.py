@@ -109,7 +109,9 @@ def test_bad_input(tmp_path, mutate, expect):
     out = tmp_path / "o"
     with pytest.raises(ModelLibsError, match=expect) as err:
         convert_coco(js, images, out, progress=False)
-    assert "instances_val2014.json" in str(err.value) or "missing.jpg" in str(err.value)
+    # the error names the file at fault: the image for a missing image, else the JSON
+    named = images / "missing.jpg" if "missing.jpg" in expect else js
+    assert str(err.value).startswith(f"{named}:"), err.value
     assert not out.exists()
 
 

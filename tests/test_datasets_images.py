@@ -35,11 +35,17 @@ def test_grayscale_and_jpeg_extension_keep_bytes(tmp_path):
 
 
 def test_png_is_reencoded_as_jpeg_with_shape(tmp_path):
+    # a smooth picture (JPEG keeps it within a few grey levels) with a distinct colour per corner
+    yy, xx = np.mgrid[0:48, 0:64]
+    img = np.stack([xx * 4, yy * 5, 255 - xx * 2], axis=-1).astype(np.uint8)
     p = tmp_path / "a.png"
-    cv2.imwrite(str(p), _img(12, 16))
+    cv2.imwrite(str(p), img)
     im = load_image(p)
-    assert im.shape == (3, 12, 16) and im.data[:2] == b"\xff\xd8"
-    assert cv2.imdecode(np.frombuffer(im.data, np.uint8), cv2.IMREAD_COLOR).shape == (12, 16, 3)
+    assert im.shape == (3, 48, 64) and im.data[:2] == b"\xff\xd8"
+    back = cv2.imdecode(np.frombuffer(im.data, np.uint8), cv2.IMREAD_COLOR)
+    assert back.shape == img.shape
+    err = np.abs(back.astype(int) - img.astype(int))
+    assert err.mean() < 2 and err.max() <= 16  # the same picture, not just the same size
 
 
 @pytest.mark.parametrize("cut", [0.3, 0.6, 0.95])

@@ -15,6 +15,7 @@ from model_libs.datasets.synthetic import (
     build_synthetic_lmdbs,
     make_synthetic,
     render_image,
+    render_image_with_masks,
 )
 from model_libs.datasets.voc import parse_voc_xml
 from model_libs.errors import ModelLibsError
@@ -57,13 +58,37 @@ def test_layout_and_annotations(tmp_path):
     assert 0 < difficult < 0.2 * n_obj  # a few difficult ones
 
 
-def test_objects_are_drawn_where_the_boxes_say(tmp_path):
-    # the box interior differs from a blank render: crop is not plain background
-    img, objects = render_image(0, 3)
-    assert objects
-    for o in objects:
-        crop = img[o.ymin - 1 : o.ymax, o.xmin - 1 : o.xmax]
-        assert crop.shape[0] == o.ymax - o.ymin + 1 and crop.shape[1] == o.xmax - o.xmin + 1
+def _overlaps(a, b) -> bool:
+    return not (a.xmax < b.xmin or b.xmax < a.xmin or a.ymax < b.ymin or b.ymax < a.ymin)
+
+
+def test_objects_are_drawn_where_the_boxes_say():
+    """Each object's painted pixels lie inside its VOC box, the box is tight around them
+    (within 1 px per side: anti-aliased edges), and they stand out from the surroundings."""
+    tight = contrasted = 0
+    for seed, index in [(s, i) for s in (0, 1) for i in range(30)]:
+        img, objects, masks = render_image_with_masks(seed, index)
+        assert objects and len(masks) == len(objects)
+        for k, (o, mask) in enumerate(zip(objects, masks)):
+            x0, y0, x1, y1 = o.xmin - 1, o.ymin - 1, o.xmax - 1, o.ymax - 1  # VOC is 1-based
+            inside = np.zeros_like(mask)
+            inside[y0 : y1 + 1, x0 : x1 + 1] = True
+            assert not (mask & ~inside).any(), (seed, index, o)  # nothing painted outside the box
+            if any(_overlaps(o, later) for later in objects[k + 1 :]):
+                continue  # partly hidden by a later object: its visible part may be smaller
+            ys, xs = np.nonzero(mask)
+            assert max(xs.min() - x0, ys.min() - y0, x1 - xs.max(), y1 - ys.max()) <= 1, (seed, index, o)
+            tight += 1
+            ring = np.zeros_like(mask)
+            ring[max(y0 - 3, 0) : y1 + 4, max(x0 - 3, 0) : x1 + 4] = True
+            ring &= ~inside
+            if o.difficult or ring.sum() < 20:
+                continue
+            # measured over 430 such objects: at least 55 (sum over B, G, R of the mean difference)
+            diff = np.abs(img[mask].mean(0) - img[ring].mean(0)).sum()
+            assert diff > 30, (seed, index, o, diff)
+            contrasted += 1
+    assert tight > 100 and contrasted > 100
     # colour does not identify the class: the same class gets very different colours
     colours = {}
     for i in range(30):

@@ -208,7 +208,7 @@ def test_empty_split(tmp_path):
 
 def test_missing_split_and_root(tmp_path):
     root = make_devkit(tmp_path / "VOCdevkit")
-    with pytest.raises(ModelLibsError, match=re.escape("trainval.txt: split list not found")):
+    with pytest.raises(ModelLibsError, match=re.escape("trainval.txt: image set list not found")):
         convert_voc(root, "VOC2007:trainval", tmp_path / "o", progress=False)
     with pytest.raises(ModelLibsError, match="VOCdevkit folder not found"):
         convert_voc(tmp_path / "nope", "VOC2007:test", tmp_path / "o", progress=False)
@@ -261,3 +261,28 @@ def test_person_layout_parts_are_not_objects(tmp_path):
     )
     ann = parse_voc_xml(p)
     assert ann.objects == [VocObject("person", 10, 5, 60, 75)]
+
+
+def test_one_reader_for_conversion_and_evaluation(tmp_path):
+    """eval voc reads the converter's VocAnnotation: same objects, numbers as written."""
+    from model_libs.evaluation.voc import load_voc_ground_truth
+
+    base = tmp_path / "VOCdevkit" / "VOC2007"
+    (base / "Annotations").mkdir(parents=True)
+    (base / "ImageSets" / "Main").mkdir(parents=True)
+    (base / "ImageSets" / "Main" / "test.txt").write_text("a\n")
+    objs = [VocObject("dog", 1, 2, 30, 40, difficult=True), VocObject("cat", 5, 6.5, 20, 21)]
+    write_voc_xml(base / "Annotations" / "a.xml", "a.jpg", 50, 60, objs)
+    ann = parse_voc_xml(base / "Annotations" / "a.xml")
+    assert ann.objects == objs and isinstance(ann.objects[0].xmin, int)
+    gt = load_voc_ground_truth(tmp_path / "VOCdevkit", "VOC2007", "test")
+    assert gt == {"a": [("dog", (1, 2, 30, 40), True), ("cat", (5, 6.5, 20, 21), False)]}
+    assert load_voc_ground_truth(base, "VOC2007", "test") == gt  # the year folder itself
+    (base / "Annotations" / "a.xml").write_text(
+        "<annotation><size><width>5</width><height>5</height></size><object><name>dog</name>"
+        "<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>x</xmax><ymax>2</ymax></bndbox></object></annotation>"
+    )
+    with pytest.raises(ModelLibsError, match=r"a\.xml: object 0 \(dog\) <xmax> is not a number: 'x'"):
+        load_voc_ground_truth(tmp_path / "VOCdevkit", "VOC2007", "test")
+    with pytest.raises(ModelLibsError, match=r"expected YEAR:SET"):
+        parse_sets("VOC2007", option="--set")

@@ -1,12 +1,26 @@
 """DSOD nets against published facts: stored values, prior counts, head names, solvers."""
 
+import dataclasses
+import functools
+
 import pytest
 from google.protobuf import text_format
 
 from model_libs import caffe_pb2
-from model_libs.dsod import MODELS, deploy_net, recipe, solver, train_net
+from model_libs.dsod import (
+    MODELS,
+    Backbone,
+    PriorConfig,
+    Recipe,
+    deploy_net,
+    dsod_body,
+    recipe,
+    solver,
+    train_net,
+)
 from model_libs.dsod import test_net as build_test_net
-from model_libs.dsod.nets import net_text
+from model_libs.dsod.models import VARIANTS
+from model_libs.dsod.nets import write_nets
 from model_libs.errors import ModelLibsError
 from model_libs.summary import summarize
 
@@ -153,13 +167,27 @@ def test_solver_fields_match_the_official_voc_script():
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_every_emitted_file_parses_under_the_schema(model):
+def test_every_written_file_holds_its_net(model, tmp_path):
+    """write_nets puts each net in its own file, strictly parseable under the schema, and
+    the solver points at those files."""
     r = recipe(model)
-    for proto in (train_net(r, [0, 1]), build_test_net(r), deploy_net(r)):
-        again = text_format.Parse(net_text(proto), caffe_pb2.NetParameter())
-        assert again == proto
-    s = solver(r, "t", "v", "p")
-    assert text_format.Parse(text_format.MessageToString(s), caffe_pb2.SolverParameter()) == s
+    files = write_nets(r, tmp_path, gpus=[0, 1])
+    read = {
+        k: text_format.Parse(files[k].read_text(), caffe_pb2.NetParameter())
+        for k in ("train", "test", "deploy")
+    }
+    assert read["train"] == train_net(r, [0, 1])
+    assert read["test"] == build_test_net(r)
+    assert read["deploy"] == deploy_net(r)
+    types = {k: [layer.type for layer in net.layer] for k, net in read.items()}
+    assert types["train"][0] == "AnnotatedData" and types["train"][-1] == "MultiBoxLoss"
+    assert types["test"][0] == "AnnotatedData" and types["test"][-1] == "DetectionEvaluate"
+    assert types["deploy"][-1] == "DetectionOutput" and "AnnotatedData" not in types["deploy"]
+    assert list(read["deploy"].input_shape[0].dim) == [1, 3, *r.resize]
+    s = text_format.Parse(files["solver"].read_text(), caffe_pb2.SolverParameter())
+    assert (s.train_net, s.test_net) == (str(files["train"]), [str(files["test"])])
+    assert s.snapshot_prefix == str(tmp_path / r.model_name)
+    assert s == solver(r, s.train_net, s.test_net[0], s.snapshot_prefix, [0, 1])
 
 
 def test_bad_model_and_size_are_rejected():
@@ -169,3 +197,120 @@ def test_bad_model_and_size_are_rejected():
         recipe("DSOD300", size=10)
     with pytest.raises(ModelLibsError, match="unknown dataset"):
         recipe("DSOD300", "imagenet")
+
+
+def test_grp_dsod320_solver_matches_the_official_script():
+    # GRP_DSOD320_pascal.py: stepvalue 20k/40k/60k/80k (no step at 100k), max_iter 100k.
+    s = solver(recipe("GRP_DSOD320"), "t", "v", "p", list(range(8)))
+    assert list(s.stepvalue) == [20000, 40000, 60000, 80000]
+    assert (s.max_iter, s.test_interval, s.test_initialization) == (100000, 2000, True)
+    assert (s.iter_size, s.base_lr) == (3, pytest.approx(0.1))
+
+
+def _gate_widths(net) -> dict[str, int]:
+    """Source -> channels its channel gate restores (the InnerProduct fed by ``<src>_fc``)."""
+    return {
+        layer.bottom[0][: -len("_fc")]: layer.inner_product_param.num_output
+        for layer in net.layer
+        if layer.type == "InnerProduct"
+        and layer.bottom[0].endswith("_fc")
+        and layer.inner_product_param.num_output > 1
+    }
+
+
+def test_grp_gates_are_as_wide_as_their_sources():
+    net = deploy_net(recipe("GRP_DSOD320"))
+    shapes = summarize(net).blob_shapes
+    widths = _gate_widths(net)
+    assert widths == {f"Recurrent{i}": shapes[f"Recurrent{i}"][1] for i in range(1, 7)}
+    # ... which are the widths the release lists by hand (channel_nums)
+    assert list(widths.values()) == [1184, 513, 258, 258, 258, 256]
+    squeeze = {x.name: x.inner_product_param.num_output for x in net.layer if x.name.endswith("_fc")}
+    assert squeeze["Recurrent1_fc"] == 1184 // 16
+
+
+def _small_recipe(**kw) -> Recipe:
+    bb = Backbone(
+        stem=(16, 16, 32),
+        growth=16,
+        bottleneck_width=2,
+        blocks=(2, 2, 2, 2),
+        second_channels=64,
+        extra_channels=(64, 48),
+        sources=("First", "Second", "Third", "Fourth"),
+    )
+    args = dict(
+        model="mine",
+        dataset="Synth",
+        job_name="mine",
+        model_name="mine",
+        resize=(128, 128),
+        num_classes=6,
+        body=functools.partial(dsod_body, bb=bb),
+        priors=PriorConfig(
+            min_sizes=[16, 40, 72, 100],
+            max_sizes=[40, 72, 100, 128],
+            aspect_ratios=[[2]] * 4,
+            steps=[8, 16, 32, 64],
+        ),
+        normalizations=[20] * 4,
+    )
+    args.update(kw)
+    return Recipe(**args)
+
+
+def test_gates_of_a_designed_net_follow_its_body():
+    net = deploy_net(_small_recipe(gated=True))
+    # First: 32 + 2*16 = 64 -> 64 + 2*16 = 96; Second: 64 + 64; Third/Fourth: 2 * 64, 2 * 48
+    assert _gate_widths(net) == {"First": 96, "Second": 128, "Third": 128, "Fourth": 96}
+    assert [x.name for x in net.layer if x.type == "Eltwise"] == [
+        f"{s}_gate" for s in ("First", "Second", "Third", "Fourth")
+    ]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(resize=(16, 16)), "too small"),
+        (dict(resize=300), "resize must be"),
+        (dict(num_classes=1), "num_classes"),
+        (dict(batch_size=0), "batch_size must be a positive integer"),
+        (dict(batch_size=64, accum_batch_size=32), "smaller than batch_size"),
+        (dict(num_test_image=0), "num_test_image"),
+        (dict(stepvalue=[40000, 20000]), "stepvalue"),
+        (dict(ap_version="12point"), "ap_version"),
+        (dict(normalizations=[20] * 3), "normalizations has 3 entries for 4"),
+        (
+            dict(priors=PriorConfig([16, 40], [10, 72], [[2], [2]], [8, 16]), normalizations=[20] * 2),
+            "max_size",
+        ),
+        (dict(body="DSOD300"), "body must be a function"),
+        (dict(bn_moving_average_fraction=1.5), "bn_moving_average_fraction"),
+    ],
+)
+def test_a_hand_built_recipe_is_validated_on_construction(change, message):
+    with pytest.raises(ModelLibsError, match=message) as err:
+        _small_recipe(**change)
+    assert "recipe 'mine'" in str(err.value)
+
+
+def test_replacing_a_field_validates_again():
+    r = _small_recipe()
+    with pytest.raises(ModelLibsError, match="test_batch_size"):
+        dataclasses.replace(r, test_batch_size=-1)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_each_variant_row_is_consistent_with_its_body(model):
+    v = VARIANTS[model]
+    r = recipe(model, v.datasets[0])
+    s = summarize(deploy_net(r))
+    heads = [x.name for x in s.layers if x.type == "PriorBox"]
+    assert len(heads) == len(v.steps) == len(v.aspect_ratios)
+    assert r.resize == (v.native_size, v.native_size) and r.priors.steps[-1] == v.native_size
+    assert r.batch_size == v.batch_size
+
+
+def test_models_are_refused_for_datasets_they_were_not_released_for():
+    with pytest.raises(ModelLibsError, match="GRP_DSOD320 is released for VOC0712 only"):
+        recipe("GRP_DSOD320", "coco")

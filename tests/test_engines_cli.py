@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import pytest
@@ -94,7 +95,20 @@ def test_detect_prints_draws_and_writes_json(files, tmp_path, capsys):
             assert 0 <= det["box"][0] <= det["box"][2] <= rec["width"]
     drawn = sorted(p.name for p in draw.iterdir())
     assert drawn == ["im0.png", "im1.png", "im2.png"]
-    assert cv2.imread(str(draw / "im0.png")).shape == cv2.imread(str(imgs / "im0.jpg")).shape
+    # each picture is its image with the boxes drawn on it: the last-drawn box's left edge
+    # (half-way down, below its caption) is in its class colour
+    from model_libs.draw import class_colour
+
+    for rec in data["images"]:
+        stem = Path(rec["image"]).stem
+        drawn_img, original = cv2.imread(str(draw / f"{stem}.png")), cv2.imread(rec["image"])
+        assert drawn_img.shape == original.shape
+        assert (drawn_img != original).any() == bool(rec["detections"])
+        if rec["detections"]:
+            last = rec["detections"][-1]
+            x0, y0, _x1, y1 = (round(v) for v in last["box"])
+            y = min(max((y0 + y1) // 2, y0 + 20), y1)
+            assert tuple(int(v) for v in drawn_img[y, x0]) == class_colour(last["label"]), (stem, last)
 
 
 def test_detect_bad_inputs_are_one_line_errors(files, tmp_path, capsys):

@@ -1,7 +1,7 @@
 """Both engines give the same outputs on the same weights, for every DSOD variant.
 
-Caffe vs OpenCV needs the project's pycaffe: these tests skip only when Caffe is not
-importable AND the environment variable CI is unset; under CI they fail instead.
+Caffe vs OpenCV needs the project's pycaffe (the ``caffe`` fixture of conftest.py: skipped
+without it, a failure under CI).
 """
 
 from __future__ import annotations
@@ -13,29 +13,14 @@ from _engines_fixtures import (
     blob_differences,
     deploy,
     detection_differences,
-    in_ci,
     random_weights,
     sample_images,
     weights_net,
 )
 
 from model_libs.dsod import MODELS
-from model_libs.engines.caffe_engine import caffe_available, import_caffe
 from model_libs.engines.detector import Detector
 from model_libs.engines.opencv_engine import OpenCVEngine
-
-
-def _need_caffe() -> None:
-    if caffe_available():
-        return
-    reason = "unknown"
-    try:
-        import_caffe()
-    except Exception as exc:
-        reason = str(exc)
-    if in_ci():
-        pytest.fail(f"CI is set but Caffe is not importable: {reason}")
-    pytest.skip(f"Caffe not importable (and CI unset): {reason}")
 
 
 def _batch(model: str) -> np.ndarray:
@@ -46,8 +31,7 @@ def _batch(model: str) -> np.ndarray:
 
 @pytest.mark.caffe
 @pytest.mark.parametrize("model", MODELS)
-def test_caffe_and_opencv_agree(model, tmp_path):
-    _need_caffe()
+def test_caffe_and_opencv_agree(model, tmp_path, caffe):
     from model_libs.engines.caffe_engine import CaffeEngine
 
     w = tmp_path / f"{model}.caffemodel"
@@ -62,8 +46,7 @@ def test_caffe_and_opencv_agree(model, tmp_path):
 
 
 @pytest.mark.caffe
-def test_detector_same_detections_with_both_engines(tmp_path):
-    _need_caffe()
+def test_detector_same_detections_with_both_engines(tmp_path, caffe):
     w = tmp_path / "w.caffemodel"
     w.write_bytes(random_weights("DSOD300_smallest"))
     imgs = sample_images(3)

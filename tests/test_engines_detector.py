@@ -10,8 +10,9 @@ import pytest
 from _engines_fixtures import deploy, detection_differences, random_weights, sample_images, weights_net
 
 from model_libs import ModelLibsError
+from model_libs.datasets.labelmap import label_to_display_name, load_labelmap
 from model_libs.engines import caffe_engine, detector
-from model_libs.engines.detector import Detection, Detector, load_labelmap, preprocess, to_detections
+from model_libs.engines.detector import Detection, Detector, preprocess, to_detections
 from model_libs.engines.opencv_engine import OpenCVEngine
 
 MODEL = "DSOD300_smallest"
@@ -66,7 +67,7 @@ def test_to_detections_pixels_clipping_threshold_and_no_detection_rows():
 def test_labelmap(tmp_path):
     p = tmp_path / "labelmap.prototxt"
     p.write_text(LABELMAP)
-    assert load_labelmap(p) == {0: "background", 1: "aeroplane", 2: "bicycle"}
+    assert label_to_display_name(load_labelmap(p)) == {0: "background", 1: "aeroplane", 2: "bicycle"}
     p.write_text("item { nme: 'x' }")
     with pytest.raises(ModelLibsError, match="not a LabelMap"):
         load_labelmap(p)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model_libs.datasets.labelmap import foreground_names, label_to_name, load_labelmap
 from model_libs.errors import ModelLibsError
-from model_libs.evaluation.labelmap import foreground_classes, read_labelmap
 from model_libs.evaluation.report import compare_reports, format_comparison, format_table
 from model_libs.evaluation.results import (
     ClassDetections,
@@ -40,8 +40,8 @@ item { name: "bicycle" label: 2 display_name: "bicycle" }
 def test_labelmap(tmp_path):
     p = tmp_path / "labelmap.prototxt"
     p.write_text(VOC_LABELMAP)
-    assert read_labelmap(p) == {0: "none_of_the_above", 1: "aeroplane", 2: "bicycle"}
-    assert foreground_classes(p) == ["aeroplane", "bicycle"]
+    assert label_to_name(load_labelmap(p)) == {0: "none_of_the_above", 1: "aeroplane", 2: "bicycle"}
+    assert foreground_names(load_labelmap(p)) == ["aeroplane", "bicycle"]
 
 
 @pytest.mark.parametrize(
@@ -56,7 +56,7 @@ def test_bad_labelmap(tmp_path, text, message):
     p = tmp_path / "lm.prototxt"
     p.write_text(text)
     with pytest.raises(ModelLibsError, match=message):
-        read_labelmap(p)
+        load_labelmap(p)
 
 
 def test_result_file_roundtrip_and_blank_lines(tmp_path):

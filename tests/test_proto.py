@@ -1,5 +1,7 @@
 """The schema: bindings current, upstream SSD field numbers and defaults where DSOD relies on them."""
 
+from pathlib import Path
+
 import pytest
 from google.protobuf import text_format
 
@@ -73,3 +75,70 @@ def test_ssd_transform_text_parses():
 def test_unknown_field_is_rejected():
     with pytest.raises(text_format.ParseError):
         text_format.Parse("old_resize_param { height: 3 }", caffe_pb2.TransformationParameter())
+
+
+# SolverParameter of upstream SSD Caffe (weiliu89/caffe, branch ssd): field -> (number, default).
+# None means "no default given" (proto2 zero). plateau_winsize (43) is upstream's too, but the
+# project's engine has no "plateau" learning-rate policy, so the schema leaves it out.
+UPSTREAM_SOLVER = {
+    "net": (24, ""),
+    "net_param": (25, None),
+    "train_net": (1, ""),
+    "test_net": (2, None),
+    "train_net_param": (21, None),
+    "test_net_param": (22, None),
+    "train_state": (26, None),
+    "test_state": (27, None),
+    "eval_type": (41, "classification"),
+    "ap_version": (42, "Integral"),
+    "show_per_class_result": (44, False),
+    "test_iter": (3, None),
+    "test_interval": (4, 0),
+    "test_compute_loss": (19, False),
+    "test_initialization": (32, True),
+    "base_lr": (5, 0.0),
+    "display": (6, 0),
+    "average_loss": (33, 1),
+    "max_iter": (7, 0),
+    "iter_size": (36, 1),
+    "lr_policy": (8, ""),
+    "gamma": (9, 0.0),
+    "power": (10, 0.0),
+    "momentum": (11, 0.0),
+    "weight_decay": (12, 0.0),
+    "regularization_type": (29, "L2"),
+    "stepsize": (13, 0),
+    "stepvalue": (34, None),
+    "clip_gradients": (35, -1.0),
+    "snapshot": (14, 0),
+    "snapshot_prefix": (15, ""),
+    "snapshot_diff": (16, False),
+    "snapshot_format": (37, 1),  # BINARYPROTO
+    "solver_mode": (17, 1),  # GPU
+    "device_id": (18, 0),
+    "random_seed": (20, -1),
+    "type": (40, "SGD"),
+    "delta": (31, 1e-8),
+    "momentum2": (39, 0.999),
+    "rms_decay": (38, 0.99),
+    "debug_info": (23, False),
+    "snapshot_after_train": (28, True),
+    "solver_type": (30, 0),  # SGD
+}
+
+
+def test_solver_parameter_matches_upstream_numbers_and_defaults():
+    fields = caffe_pb2.SolverParameter.DESCRIPTOR.fields_by_name
+    assert set(fields) == set(UPSTREAM_SOLVER)
+    s = caffe_pb2.SolverParameter()
+    for name, (number, default) in UPSTREAM_SOLVER.items():
+        assert fields[name].number == number, name
+        if default is not None:
+            assert getattr(s, name) == pytest.approx(default), name
+    assert not s.HasField("rms_decay")  # a default, not a set value: solvers print without it
+
+
+def test_one_protoc_runner():
+    """caffe/build.py generates pycaffe's schema module through model_libs.proto.regen."""
+    build = (Path(__file__).resolve().parents[1] / "caffe" / "build.py").read_text()
+    assert "grpc_tools" not in build and "regen.generate(" in build

@@ -1,10 +1,12 @@
 """End to end on the project's Caffe: quickstart (reduced), untrained floor, resume.
 
 Marked slow (minutes on 2 cores); CI runs them. They need the Caffe that
-scripts/setup.sh builds: without it they fail under CI and skip elsewhere.
+scripts/setup.sh builds (the ``caffe_bin`` fixture of conftest.py: skipped without it,
+a failure under CI).
 """
 
-import os
+import importlib.util
+import re
 import signal
 import subprocess
 import sys
@@ -13,23 +15,21 @@ from pathlib import Path
 
 import pytest
 
+from model_libs.engines.caffemodel import layers_with_blobs, read_caffemodel
+from model_libs.proto import caffe_pb2
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples" / "dsod"))
+
+
+def _design_net():
+    """The quickstart's design_net, loaded from the example script by path."""
+    spec = importlib.util.spec_from_file_location("quickstart", ROOT / "examples" / "dsod" / "quickstart.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.design_net
+
 
 pytestmark = [pytest.mark.slow, pytest.mark.caffe]
-
-
-@pytest.fixture(scope="module")
-def caffe_bin():
-    from model_libs.caffe_env import caffe_binary
-    from model_libs.errors import ModelLibsError
-
-    try:
-        return str(caffe_binary())
-    except ModelLibsError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"Caffe not built: {exc}")
 
 
 @pytest.fixture(scope="module")
@@ -91,19 +91,27 @@ def test_quickstart_trains_scores_and_draws(quickstart_run):
     demo = sorted((out / "demo").glob("*.png"))
     assert len(demo) == 3 and all(p.stat().st_size > 1000 for p in demo)
     assert (out / "training.png").read_bytes()[:4] == b"\x89PNG"
-    # Caffe's mAP and the toolkit's from the written VOC result files agree.
-    assert "mAP (toolkit)" in proc.stdout
+    # Caffe's mAP (DetectionEvaluate, normalised boxes) and the toolkit's (VOC devkit rules on
+    # DetectionOutput's result files, pixel boxes) agree. Measured: 0.0734 vs 0.0706 (this
+    # run's settings, 50 test images) and 0.2343 vs 0.2349 (the same snapshot on its 200
+    # training images); the tolerance is 3.5x the larger gap.
+    maps = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("mAP ("):
+            label, value = line.rsplit(None, 1)
+            maps[label] = float(value)
+    assert set(maps) == {"mAP (toolkit)", "mAP (Caffe, 11point)"}, proc.stdout
+    assert maps["mAP (Caffe, 11point)"] == pytest.approx(trained, abs=1e-4)
+    assert abs(maps["mAP (toolkit)"] - maps["mAP (Caffe, 11point)"]) < 0.01, maps
 
 
 def test_an_untrained_net_stays_below_the_floor(quick_data, caffe_bin, tmp_path):
-    from quickstart import design_net
-
     from model_libs.dsod import nets
     from model_libs.engines.caffemodel import write_caffemodel
     from model_libs.engines.init import init_weights
     from model_libs.recipes.score import score
 
-    r = design_net(quick_data, tmp_path, 300, 8, 50)
+    r = _design_net()(quick_data, tmp_path, 300, 8, 50)
     weights = write_caffemodel(tmp_path / "untrained.caffemodel", init_weights(nets.deploy_net(r), seed=0))
     result = score(r, weights, tmp_path / "score", caffe_bin)
     assert result.caffe_map < FLOOR
@@ -111,25 +119,44 @@ def test_an_untrained_net_stays_below_the_floor(quick_data, caffe_bin, tmp_path)
 
 
 def test_resume_continues_from_the_solverstate(quick_data, caffe_bin, tmp_path):
-    from quickstart import design_net
-
     from model_libs.recipes.caffelog import parse_log
     from model_libs.recipes.job import caffe_command, list_snapshots, write_job
     from model_libs.recipes.train import run_caffe
 
-    r = design_net(quick_data, tmp_path, 60, 4, 50)
+    r = _design_net()(quick_data, tmp_path, 60, 4, 50)
     r.snapshot, r.test_interval, r.display = 20, 1000, 1
     job = write_job(r, tmp_path / "job", gpus=[], caffe_bin=caffe_bin)
     cmd = caffe_command(caffe_bin, job.files["solver"], [])
-    with open(tmp_path / "first.log", "w") as log:
+    first_log = tmp_path / "first.log"
+    with open(first_log, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 300
-        while not list_snapshots(job.snapshot_prefix) and time.time() < deadline:
-            time.sleep(0.5)
+        # Caffe logs "Snapshotting solver state to binary proto file P" *before* writing P;
+        # kill only once a later iteration has been logged, so the snapshot is complete.
+        deadline, state = time.time() + 300, None
+        while state is None and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            m = re.search(
+                r"solver state to binary proto file (\S+)\n(?:.*\n)*?.*Iteration (\d+)", first_log.read_text()
+            )
+            state = Path(m.group(1)) if m else None
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+    assert state is not None, first_log.read_text()[-2000:]
     snaps = list_snapshots(job.snapshot_prefix)
     assert snaps and snaps[-1][0] < 60, "the run was not interrupted before its end"
+    assert snaps[-1][1] == state
+    # the snapshot is complete: the state names its model, one history blob per learnable
+    # blob of that model, shapes equal
+    st = caffe_pb2.SolverState()
+    st.ParseFromString(state.read_bytes())
+    assert st.iter == snaps[-1][0] and Path(st.learned_net) == snaps[-1][2]
+    blobs = [
+        b.shape
+        for _, _, layer_blobs in layers_with_blobs(read_caffemodel(st.learned_net))
+        for b in layer_blobs
+    ]
+    assert len(st.history) == len(blobs) > 0
+    assert [h.shape for h in st.history] == blobs
     resumed_from = snaps[-1][0]
     log = run_caffe(
         caffe_command(caffe_bin, job.files["solver"], [], snapshot=snaps[-1][1]),

@@ -10,6 +10,7 @@ from google.protobuf import text_format
 
 from model_libs import caffe_pb2
 from model_libs.__main__ import main as cli_main
+from model_libs.dsod import recipe
 from model_libs.recipes.cli import main
 from model_libs.recipes.gpus import parse_gpus
 from model_libs.recipes.job import list_snapshots, prune_snapshots
@@ -89,7 +90,9 @@ def test_missing_lmdb_is_reported_before_training(tmp_path, capsys):
     )
     assert code == 2
     err = capsys.readouterr().err
-    assert "not found" in err or "caffe" in err.lower()
+    lmdb = recipe("DSOD300", "VOC0712", data_root=str(tmp_path)).train_data
+    assert str(tmp_path) in lmdb and err == f"error: {lmdb}: training LMDB not found\n"
+    assert not (tmp_path / "o").exists()  # refused before anything was written
 
 
 def test_gpu_parsing():
@@ -136,3 +139,33 @@ def test_summary_command(tmp_path, capsys):
     bad.write_text("layer { name: 'x' type: 'Convolution' oops }")
     assert cli_main(["summary", str(bad)]) == 2
     assert "not a valid net prototxt" in capsys.readouterr().err
+
+
+# Per-device batch and iter_size for uneven GPU counts, worked out by hand from the official
+# scripts' rule: per_device = ceil(batch / n), iter_size = ceil(128 / (per_device * n)).
+@pytest.mark.parametrize(
+    "model, gpus, per_device, iter_size",
+    [
+        ("DSOD300", "0,1,2", 11, 4),  # batch 32: 33 images per step
+        ("DSOD300", "3,4,5,6,7", 7, 4),  # 35 per step
+        ("DSOD300", "0,1,2,3,4,5", 6, 4),  # 36 per step
+        ("DSOD512", "0,1,2", 6, 8),  # batch 16: 18 per step
+        ("DSOD512", "0,1,2,3,4", 4, 7),  # 20 per step
+        ("GRP_DSOD320", "2,3,5", 16, 3),  # batch 48: 48 per step
+        ("GRP_DSOD320", "0,1,2,3,4", 10, 3),  # 50 per step
+        ("GRP_DSOD320", "0,1,2,3,4,5", 8, 3),  # 48 per step
+    ],
+)
+def test_uneven_gpu_splits_as_the_official_scripts(tmp_path, model, gpus, per_device, iter_size):
+    out = tmp_path / "job"
+    models = ("GRP_DSOD320",) if model == "GRP_DSOD320" else VOC_MODELS
+    assert main(["--model", model, "--gpus", gpus, "--dry-run", "--out", str(out)], "VOC0712", models) == 0
+    train = _read(out / "train.prototxt", caffe_pb2.NetParameter())
+    assert train.layer[0].data_param.batch_size == per_device
+    solver = _read(out / "solver.prototxt", caffe_pb2.SolverParameter())
+    assert solver.iter_size == iter_size
+    assert solver.solver_mode == caffe_pb2.SolverParameter.GPU
+    assert solver.device_id == int(gpus.split(",")[0])
+    assert f"--gpu {gpus}" in next(out.glob("*.sh")).read_text()
+    test = _read(out / "test.prototxt", caffe_pb2.NetParameter())
+    assert test.layer[0].data_param.batch_size == 2  # the test batch is not split

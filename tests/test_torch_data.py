@@ -17,7 +17,9 @@ from tests.caffe_support import annotated_datum, scene, write_lmdb
 from tests.data_engines import data_layer, data_net
 
 torch = pytest.importorskip("torch")
-from model_libs.pytorch.data import AnnotatedDataset, make_loader  # noqa: E402
+from model_libs.pytorch.data import AnnotatedDataset, batches, make_loader  # noqa: E402
+
+pytestmark = pytest.mark.torch
 
 REPO = Path(__file__).resolve().parents[1]
 WARP32 = {"resize_mode": caffe_pb2.ResizeParameter.WARP, "height": 32, "width": 32}
@@ -147,8 +149,14 @@ def test_corrupt_lmdb_is_one_clear_error(tmp_path):
     bad = tmp_path / "bad_lmdb"
     bad.mkdir()
     (bad / "data.mdb").write_bytes(b"this is no database" * 500)
-    with pytest.raises(ModelLibsError, match=r"bad_lmdb: cannot (open|read) (the )?LMDB"):
+    with pytest.raises(ModelLibsError, match=r"bad_lmdb/data.mdb: not an LMDB"):
         AnnotatedDataset(layer_for(tmp_path, bad, {"resize_param": WARP32}))
+    # a cut file would be a SIGBUS once mapped: refused by its header check first
+    cut = numbered_lmdb(tmp_path / "cut_lmdb", 40)
+    data = cut / "data.mdb"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    with pytest.raises(ModelLibsError, match=r"cut_lmdb/data.mdb: truncated LMDB"):
+        AnnotatedDataset(layer_for(tmp_path, cut, {"resize_param": WARP32}))
 
 
 def test_corrupt_record_names_the_lmdb_and_the_key(tmp_path):
@@ -211,3 +219,24 @@ def _records(n: int) -> list[bytes]:
         box = (k + 1, 0.2, 0.2, 0.6, 0.7)
         recs.append(annotated_datum(scene(40, 48, [box]), [box], ext=".png"))
     return recs
+
+
+def test_trainer_batches_pick_the_phase_and_name_the_tops(tmp_path):
+    from model_libs.summary import load_net
+
+    lmdb = numbered_lmdb(tmp_path / "lmdb", 3)
+    train = data_net(tmp_path, lmdb, {"resize_param": WARP32}, batch=2, name="train.prototxt")
+    test = data_net(
+        tmp_path, Path("lmdb"), {"resize_param": WARP32}, batch=1, phase="TEST", name="test.prototxt"
+    )
+    net = load_net(train)
+    net.layer.add().CopyFrom(load_net(test).layer[0])  # a TEST data layer with a relative source
+    net.layer[1].top[:] = ["img", "gt"]
+    got = batches(net, "TEST", workers=0, base=tmp_path)
+    first = [next(got) for _ in range(4)]
+    assert set(first[0]) == {"img", "gt"} and first[0]["img"].shape == (1, 3, 32, 32)
+    assert [records_of(b["gt"]) for b in first] == [[0], [1], [2], [0]]  # endless, in order
+    train_batch = next(batches(net, "TRAIN", workers=0))
+    assert set(train_batch) == {"data", "label"} and train_batch["data"].shape[0] == 2
+    with pytest.raises(ModelLibsError, match=r"LMDB not found"):
+        batches(net, "TEST", workers=0)  # the relative source is not in the working folder

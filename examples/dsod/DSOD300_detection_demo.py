@@ -1,17 +1,15 @@
 #!/usr/bin/env python3
 """Detection demo: run a DSOD deploy net with its weights on images (files or folders),
 draw labelled boxes with scores above the threshold into PNGs, print the detections
-(text, or JSON with --json). Same options as ``python -m model_libs detect``.
+(text, or JSON with --json). Same options as ``python -m model_libs detect``; needs the
+package installed (``pip install -e .``; ``scripts/setup.sh`` does it in .venv).
 
     python examples/dsod/DSOD300_detection_demo.py --deploy deploy.prototxt \
-        --weights DSOD300_VOC0712.caffemodel --labelmap data/VOC0712/labelmap_voc.prototxt \
+        --weights DSOD300_VOC0712.caffemodel --labelmap LABELMAP \
         --threshold 0.5 --draw demo_out/ images/
 """
 
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout
 
 from model_libs.__main__ import main
 

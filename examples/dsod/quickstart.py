@@ -9,20 +9,18 @@
 4. score the final snapshot the official way (Caffe's DetectionEvaluate mAP) and per class;
 5. run the detection demo on held-out images and save pictures, plus a training plot.
 
-The last line printed is ``mAP <value>`` on the synthetic test set.
+The last line printed is ``mAP <value>`` on the synthetic test set. Needs the package
+installed (``pip install -e .``; ``scripts/setup.sh`` does it in .venv).
 """
 
-import argparse
 import functools
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout
-
 from model_libs import P
+from model_libs.cli import make_parser, run
 from model_libs.dsod import Backbone, PriorConfig, Recipe, dsod_body
 from model_libs.dsod.data_layer import MEAN_BGR
-from model_libs.errors import ModelLibsError
 
 
 def design_net(
@@ -91,8 +89,8 @@ def design_net(
     )
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def build_parser():
+    ap = make_parser("quickstart.py", __doc__.split("\n")[0])
     ap.add_argument("--out", default="runs/quickstart", help="working folder (default runs/quickstart)")
     ap.add_argument("--iters", type=int, default=1500, help="training iterations (default 1500)")
     ap.add_argument("--batch", type=int, default=8, help="training batch (default 8)")
@@ -103,27 +101,30 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--demo-images", type=int, default=6)
     ap.add_argument("--verbose", action="store_true", help="print Caffe's raw log too")
-    args = ap.parse_args(argv)
-    from model_libs.recipes.quickstart import run
+    return ap
 
-    try:
-        design = functools.partial(design_net, size=args.size, lr=args.lr)
-        result = run(
-            design,
-            Path(args.out),
-            iters=args.iters,
-            batch=args.batch,
-            n_train=args.train,
-            n_test=args.test,
-            seed=args.seed,
-            demo_images=args.demo_images,
-            verbose=args.verbose,
-        )
-    except ModelLibsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+def quickstart(args) -> int:
+    from model_libs.recipes.quickstart import run as run_quickstart
+
+    design = functools.partial(design_net, size=args.size, lr=args.lr)
+    result = run_quickstart(
+        design,
+        Path(args.out),
+        iters=args.iters,
+        batch=args.batch,
+        n_train=args.train,
+        n_test=args.test,
+        seed=args.seed,
+        demo_images=args.demo_images,
+        verbose=args.verbose,
+    )
     print(f"mAP {result.caffe_map:.4f}")
     return 0
+
+
+def main(argv=None) -> int:
+    return run(argv, build_parser, quickstart)
 
 
 if __name__ == "__main__":

@@ -3,16 +3,14 @@
 
 A solver with max_iter 0 and test initialisation runs DetectionEvaluate over the test set
 (11-point AP); DetectionOutput writes VOC-format result files; per-class AP comes from
-those files and the test LMDB. See --help; the logic lives in model_libs.recipes.
+those files and the test LMDB. The same as ``python -m model_libs score --dataset VOC0712``
+(needs the package installed: ``pip install -e .``, which ``scripts/setup.sh`` does in .venv).
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout
-
-from model_libs.recipes.cli import score_main
+from model_libs.recipes.cli_score import main
 
 if __name__ == "__main__":
     models = ("DSOD300", "DSOD300_lite", "DSOD300_smallest", "DSOD512")
-    sys.exit(score_main(sys.argv[1:], dataset="VOC0712", models=models))
+    sys.exit(main(sys.argv[1:], dataset="VOC0712", models=models, prog="score_DSOD300_pascal.py"))

@@ -1,14 +1,13 @@
 #!/usr/bin/env python3
-"""Official DSOD recipe: PASCAL VOC 07+12 trainval, tested on VOC07 test.
+"""Official GRP-DSOD recipe: PASCAL VOC 07+12 trainval, tested on VOC07 test.
 
 Writes train/test/deploy/solver prototxts and the job script into --out, then trains
-with Caffe unless --dry-run. See --help; the logic lives in model_libs.recipes.
+with Caffe unless --dry-run (``--dry-run`` is ``python -m model_libs job --dataset VOC0712``).
+See --help. Needs the package installed: ``pip install -e .`` (``scripts/setup.sh`` does it
+in .venv).
 """
 
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout
 
 from model_libs.recipes.cli import main
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 
+from ..cli import PROG, make_parser, run
 from ..errors import ModelLibsError
 
 
@@ -20,10 +22,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="python -m model_libs convert",
-        description="Convert a detection dataset to an SSD Caffe LMDB of AnnotatedDatum.",
-    )
+    ap = make_parser(f"{PROG} convert", "Convert a detection dataset to an SSD Caffe LMDB of AnnotatedDatum.")
     sub = ap.add_subparsers(dest="dataset", required=True)
     voc = sub.add_parser("voc", help="PASCAL VOC (VOCdevkit layout)")
     voc.add_argument("--root", required=True, help="VOCdevkit folder (holds VOC2007/, ...)")
@@ -53,9 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str]) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the converter; prints one summary line."""
-    args = build_parser().parse_args(argv)
+    return run(argv, build_parser, _convert)
+
+
+def _convert(args: argparse.Namespace) -> int:
     progress = None if not args.no_progress else False
     if args.workers is not None and args.workers < 1:
         raise ModelLibsError(f"--workers must be at least 1 (got {args.workers})")

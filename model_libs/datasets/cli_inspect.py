@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
+from ..cli import PROG, emit_error, make_parser, run
 from ..errors import ModelLibsError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="python -m model_libs inspect",
-        description="Check an LMDB of AnnotatedDatum records: every image decodes, every box "
+    ap = make_parser(
+        f"{PROG} inspect",
+        "Check an LMDB of AnnotatedDatum records: every image decodes, every box "
         "is valid; optionally draw the first N records with their boxes to PNG.",
     )
     ap.add_argument("lmdb", help="LMDB folder")
@@ -21,9 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str]) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Exit 0 when every record is valid, 1 otherwise."""
-    args = build_parser().parse_args(argv)
+    return run(argv, build_parser, _inspect)
+
+
+def _inspect(args: argparse.Namespace) -> int:
     if args.draw and not args.out:
         raise ModelLibsError("--draw needs --out DIR for the PNGs")
     from .inspect import draw_records, labels_of, validate_lmdb
@@ -34,5 +39,5 @@ def main(argv: list[str]) -> int:
         paths = draw_records(args.lmdb, args.out, args.draw, args.labelmap)
         print(f"drew {len(paths)} records to {args.out}")
     if rep.records == 0:
-        print("error: the LMDB holds no records")
+        emit_error(f"{args.lmdb}: the LMDB holds no records")
     return 0 if rep.ok else 1

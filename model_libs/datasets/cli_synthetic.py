@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
+
+from ..cli import PROG, make_parser, run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="python -m model_libs synthetic",
-        description="Generate the deterministic synthetic detection set (VOC layout) and, "
+    ap = make_parser(
+        f"{PROG} synthetic",
+        "Generate the deterministic synthetic detection set (VOC layout) and, "
         "unless --no-lmdb, its train/test LMDBs, test_name_size.txt and label map.",
     )
     ap.add_argument("--out", required=True, help="output folder (created)")
@@ -21,9 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str]) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Generate; prints what was written."""
-    args = build_parser().parse_args(argv)
+    return run(argv, build_parser, _generate)
+
+
+def _generate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if args.no_lmdb:
         from .synthetic import make_synthetic

@@ -199,4 +199,5 @@ def convert_coco(
         workers=workers,
         desc=f"coco {json_path.name}",
         source=str(json_path),
+        inputs=[json_path, images_dir, labelmap if not isinstance(labelmap, caffe_pb2.LabelMap) else None],
     )

@@ -88,10 +88,7 @@ def _check_record(key: str, ad: caffe_pb2.AnnotatedDatum, valid: set[int] | None
 
 
 def labels_of(labelmap) -> dict[int, str] | None:
-    if labelmap is None:
-        return None
-    lm = labelmap if isinstance(labelmap, caffe_pb2.LabelMap) else load_labelmap(labelmap)
-    return label_to_display_name(lm)
+    return None if labelmap is None else label_to_display_name(load_labelmap(labelmap))
 
 
 def validate_lmdb(
@@ -124,29 +121,24 @@ def validate_lmdb(
     return rep
 
 
-def _colour(label: int) -> tuple[int, int, int]:
-    rng = np.random.default_rng(label)
-    c = rng.integers(64, 256, 3)
-    return int(c[0]), int(c[1]), int(c[2])
-
-
 def draw_boxes(img: np.ndarray, boxes, names: dict[int, str] | None = None) -> np.ndarray:
-    """A copy of ``img`` with ``boxes`` (normalised) drawn; difficult boxes dashed-thin."""
-    import cv2
+    """A copy of ``img`` with ground-truth ``boxes`` (normalised); difficult boxes thinner."""
+    from ..draw import DrawnBox
+    from ..draw import draw_boxes as draw_pixel_boxes
 
-    out = img.copy()
-    h, w = out.shape[:2]
-    for b in boxes:
-        p0 = (round(b.xmin * w), round(b.ymin * h))
-        p1 = (round(b.xmax * w), round(b.ymax * h))
-        col = _colour(b.label)
-        cv2.rectangle(out, p0, p1, (0, 0, 0), 3 if not b.difficult else 2)
-        cv2.rectangle(out, p0, p1, col, 1)
-        text = (names or {}).get(b.label, str(b.label)) + (" (difficult)" if b.difficult else "")
-        org = (p0[0] + 2, max(p0[1] - 3, 10))
-        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 2, cv2.LINE_AA)
-        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.35, col, 1, cv2.LINE_AA)
-    return out
+    h, w = img.shape[:2]
+    return draw_pixel_boxes(
+        img,
+        (
+            DrawnBox(
+                b.label,
+                (b.xmin * w, b.ymin * h, b.xmax * w, b.ymax * h),
+                (names or {}).get(b.label, str(b.label)) + (" (difficult)" if b.difficult else ""),
+                secondary=b.difficult,
+            )
+            for b in boxes
+        ),
+    )
 
 
 def draw_records(

@@ -1,6 +1,6 @@
 """Label maps: ``LabelMap`` text protos, name/label lookups, the VOC and COCO maps.
 
-Upstream convention (``data/VOC0712/labelmap_voc.prototxt``): item 0 is the background,
+Upstream convention (``labelmap_voc.prototxt``, shipped in ``model_libs/data``): item 0 is the background,
 ``name: "none_of_the_above" label: 0 display_name: "background"``, then one item per class
 with contiguous labels from 1. For COCO the ``name`` is the COCO category id as a string and
 ``display_name`` the category name.
@@ -17,36 +17,10 @@ from google.protobuf import text_format
 from ..errors import ModelLibsError
 from ..fsutil import atomic_write_text
 from ..proto import caffe_pb2
+from .layout import labelmap_path
 
 BACKGROUND_NAME = "none_of_the_above"
 BACKGROUND_DISPLAY = "background"
-
-VOC_CLASSES: tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
-)  # fmt: skip
-
-# (COCO category id, name): the 80 detection categories of instances_*.json, in id order.
-COCO_CATEGORIES: tuple[tuple[int, str], ...] = (
-    (1, "person"), (2, "bicycle"), (3, "car"), (4, "motorcycle"), (5, "airplane"),
-    (6, "bus"), (7, "train"), (8, "truck"), (9, "boat"), (10, "traffic light"),
-    (11, "fire hydrant"), (13, "stop sign"), (14, "parking meter"), (15, "bench"),
-    (16, "bird"), (17, "cat"), (18, "dog"), (19, "horse"), (20, "sheep"), (21, "cow"),
-    (22, "elephant"), (23, "bear"), (24, "zebra"), (25, "giraffe"), (27, "backpack"),
-    (28, "umbrella"), (31, "handbag"), (32, "tie"), (33, "suitcase"), (34, "frisbee"),
-    (35, "skis"), (36, "snowboard"), (37, "sports ball"), (38, "kite"),
-    (39, "baseball bat"), (40, "baseball glove"), (41, "skateboard"), (42, "surfboard"),
-    (43, "tennis racket"), (44, "bottle"), (46, "wine glass"), (47, "cup"), (48, "fork"),
-    (49, "knife"), (50, "spoon"), (51, "bowl"), (52, "banana"), (53, "apple"),
-    (54, "sandwich"), (55, "orange"), (56, "broccoli"), (57, "carrot"), (58, "hot dog"),
-    (59, "pizza"), (60, "donut"), (61, "cake"), (62, "chair"), (63, "couch"),
-    (64, "potted plant"), (65, "bed"), (67, "dining table"), (70, "toilet"), (72, "tv"),
-    (73, "laptop"), (74, "mouse"), (75, "remote"), (76, "keyboard"), (77, "cell phone"),
-    (78, "microwave"), (79, "oven"), (80, "toaster"), (81, "sink"), (82, "refrigerator"),
-    (84, "book"), (85, "clock"), (86, "vase"), (87, "scissors"), (88, "teddy bear"),
-    (89, "hair drier"), (90, "toothbrush"),
-)  # fmt: skip
 
 
 def make_labelmap(
@@ -69,14 +43,13 @@ def make_labelmap(
 
 
 def voc_labelmap() -> caffe_pb2.LabelMap:
-    """Upstream ``labelmap_voc.prototxt``: background + the 20 VOC classes."""
-    return make_labelmap(VOC_CLASSES)
+    """Upstream ``labelmap_voc.prototxt`` (background + the 20 VOC classes), as the package ships it."""
+    return load_labelmap(labelmap_path("labelmap_voc.prototxt"))
 
 
-def coco_labelmap(categories: Sequence[tuple[int, str]] = COCO_CATEGORIES) -> caffe_pb2.LabelMap:
-    """Upstream ``labelmap_coco.prototxt``: ``name`` = category id, labels 1..N in id order."""
-    cats = sorted(categories)
-    return make_labelmap([str(cid) for cid, _ in cats], [n for _, n in cats])
+def coco_labelmap() -> caffe_pb2.LabelMap:
+    """Upstream ``labelmap_coco.prototxt`` (``name`` = category id, labels 1..80 in id order)."""
+    return load_labelmap(labelmap_path("labelmap_coco.prototxt"))
 
 
 def validate_labelmap(lm: caffe_pb2.LabelMap, where: str = "label map") -> None:
@@ -98,8 +71,16 @@ def validate_labelmap(lm: caffe_pb2.LabelMap, where: str = "label map") -> None:
         labels.add(item.label)
 
 
-def load_labelmap(path: str | os.PathLike) -> caffe_pb2.LabelMap:
-    """Read and validate a ``LabelMap`` text proto; errors name the file."""
+def load_labelmap(path: str | os.PathLike | caffe_pb2.LabelMap) -> caffe_pb2.LabelMap:
+    """Read and validate a ``LabelMap`` text proto; errors name the file.
+
+    The toolkit's one label-map reader: every command takes the map through here and looks
+    up what it needs with the views below (:func:`name_to_label` for converters,
+    :func:`label_to_name` for result files, :func:`label_to_display_name` for captions). A
+    ``LabelMap`` already in memory is returned as it is.
+    """
+    if isinstance(path, caffe_pb2.LabelMap):
+        return path
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -130,6 +111,17 @@ def save_labelmap(lm: caffe_pb2.LabelMap, path: str | os.PathLike) -> Path:
 def name_to_label(lm: caffe_pb2.LabelMap) -> dict[str, int]:
     """``name -> label`` (what the converters look class names up in)."""
     return {item.name: item.label for item in lm.item}
+
+
+def label_to_name(lm: caffe_pb2.LabelMap) -> dict[int, str]:
+    """``label -> name``, in label order: DetectionOutput names its VOC result files
+    ``comp4_det_test_<name>.txt`` after it, so scoring looks classes up by ``name``."""
+    return {item.label: item.name for item in sorted(lm.item, key=lambda i: i.label)}
+
+
+def foreground_names(lm: caffe_pb2.LabelMap, background_label: int = 0) -> list[str]:
+    """Class names without the background, in label order."""
+    return [name for label, name in label_to_name(lm).items() if label != background_label]
 
 
 def label_to_display_name(lm: caffe_pb2.LabelMap) -> dict[int, str]:

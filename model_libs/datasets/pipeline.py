@@ -8,11 +8,12 @@ temporary folder, shows a progress bar and optionally writes ``test_name_size.tx
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelLibsError
-from ..fsutil import atomic_write_text
+from ..fsutil import Output
 from .annotated_datum import Box, build_annotated_datum
-from .lmdb_io import write_lmdb
+from .lmdb_io import fill_lmdb, lmdb_output
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,24 @@ def _ordered_map(pool: ThreadPoolExecutor, jobs: Sequence[Job], window: int) -> 
             f.cancel()
 
 
+def _within(child: Path, parent: Path) -> bool:
+    c, p = os.path.realpath(child), os.path.realpath(parent)
+    return c == p or c.startswith(p.rstrip(os.sep) + os.sep)
+
+
+def is_name_size_file(path: Path) -> bool:
+    """True for a ``name height width`` list as the converters write (``--force`` may replace it)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False
+    for ln in lines:
+        parts = ln.split()
+        if parts and (len(parts) != 3 or not (parts[1].isdigit() and parts[2].isdigit())):
+            return False
+    return True
+
+
 def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
@@ -201,17 +220,32 @@ def convert_jobs(
     workers: int | None = None,
     desc: str = "convert",
     source: str = "split",
+    inputs: Iterable[str | os.PathLike | None] = (),
 ) -> ConvertStats:
     """Run ``jobs`` and write an LMDB at ``out`` (plus ``name_size`` lines ``name h w``).
 
-    Nothing is left at ``out`` or ``name_size`` unless every job succeeds.
+    Both outputs are checked and locked before the first job runs; nothing is left at
+    ``out`` or ``name_size`` unless every job succeeds. ``inputs`` (the source files and
+    folders) may be neither output nor inside one that ``force`` would replace.
     """
     out = Path(out)
     if not jobs:
         raise ModelLibsError(f"{source}: empty split, no images to convert")
-    for target in (out, Path(name_size) if name_size else None):
-        if target is not None and target.exists() and not force:
-            raise ModelLibsError(f"{target}: already exists (use --force to replace it)")
+    if workers is not None and workers < 1:
+        raise ModelLibsError(f"--workers must be at least 1 (got {workers})")
+    inputs = list(inputs)
+    ns_out = None
+    if name_size is not None:
+        if _within(Path(name_size), out):
+            raise ModelLibsError(f"{name_size}: the name/size list must not lie inside the LMDB folder {out}")
+        ns_out = Output(
+            name_size,
+            what="name/size list",
+            inputs=[*inputs, out],
+            recognise=is_name_size_file,
+            force=force,
+            needs_force=True,
+        )
     sizes: list[str] = []
     boxes = 0
     t0 = time.perf_counter()
@@ -226,10 +260,14 @@ def convert_jobs(
             yield rec.key, rec.value
 
     try:
-        with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-            n = write_lmdb(out, records(pool), force=force)
+        with contextlib.ExitStack() as stack:
+            if ns_out is not None:
+                stack.enter_context(ns_out)
+            tmp = stack.enter_context(lmdb_output(out, force=force, inputs=inputs))
+            with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+                n = fill_lmdb(tmp, records(pool), out)
+            if ns_out is not None:  # before the LMDB is renamed in: both or neither
+                ns_out.write_text("".join(sizes))
     finally:
         bar.close()
-    if name_size:
-        atomic_write_text(name_size, "".join(sizes))
     return ConvertStats(out, n, boxes, time.perf_counter() - t0, Path(name_size) if name_size else None)

@@ -27,6 +27,7 @@ import numpy as np
 from ..errors import ModelLibsError
 from ..fsutil import atomic_dir
 from .labelmap import make_labelmap, save_labelmap
+from .lmdb_io import is_lmdb_folder
 from .pipeline import default_workers
 from .voc import VocObject, write_voc_xml
 
@@ -156,6 +157,13 @@ def _iou(a, b) -> tuple[float, float]:
 
 def render_image(seed: int, index: int) -> tuple[np.ndarray, list[VocObject]]:
     """One synthetic image (BGR uint8) and its objects (VOC 1-based pixel boxes)."""
+    img, objects, _ = render_image_with_masks(seed, index)
+    return img, objects
+
+
+def render_image_with_masks(seed: int, index: int) -> tuple[np.ndarray, list[VocObject], list[np.ndarray]]:
+    """:func:`render_image` plus, per object, the boolean image mask of its visible pixels
+    (what later objects left uncovered): where the object really is in the picture."""
     import cv2
 
     rng = np.random.default_rng([seed, index])
@@ -217,7 +225,7 @@ def render_image(seed: int, index: int) -> tuple[np.ndarray, list[VocObject]]:
         tiny = max(x1 - x0, y1 - y0) + 1 < DIFFICULT_PX
         # VOC boxes are 1-based inclusive pixel indices
         objects.append(VocObject(cls, x0 + 1, y0 + 1, x1 + 1, y1 + 1, difficult=tiny or hidden))
-    return out, objects
+    return out, objects, [visible for _, _, visible, _ in placed]
 
 
 # ----------------------------------------------------------------------------- writing
@@ -252,11 +260,39 @@ def _generate(out: Path, seed: int, n_train: int, n_test: int) -> SyntheticSet:
     return SyntheticSet(out, DATASET, out / LABELMAP_NAME, n_train, n_test, n_obj)
 
 
-def _check_counts(n_train: int, n_test: int) -> None:
+def _check_counts(n_train: int, n_test: int, seed: int = 0) -> None:
     if n_train < 1 or n_test < 1:
         raise ModelLibsError(
             f"synthetic: need at least 1 train and 1 test image (got --train {n_train} --test {n_test})"
         )
+    if n_train + n_test > 1_000_000:
+        raise ModelLibsError(f"synthetic: at most 1,000,000 images (got {n_train + n_test:,})")
+    if not 0 <= seed < 2**63:
+        raise ModelLibsError(f"synthetic: the seed must be a whole number from 0 to 2**63-1 (got {seed})")
+
+
+# What make_synthetic / build_synthetic_lmdbs leave in their folder: --force replaces a
+# folder only if it holds nothing else.
+_TOP = {DATASET, "lmdb", "test_name_size.txt", LABELMAP_NAME}
+_VOC_PARTS = {"JPEGImages", "Annotations", "ImageSets"}
+_LMDBS = {"synth_trainval_lmdb", "synth_test_lmdb"}
+
+
+def is_synthetic_folder(path: Path) -> bool:
+    """True when ``path`` holds exactly what this module writes (the set, its LMDBs, lists)."""
+    try:
+        top = set(os.listdir(path))
+        if LABELMAP_NAME not in top or not top <= _TOP:
+            return False
+        if DATASET in top and not set(os.listdir(path / DATASET)) <= _VOC_PARTS:
+            return False
+        if "lmdb" in top:
+            lmdbs = set(os.listdir(path / "lmdb"))
+            if not lmdbs <= _LMDBS or not all(is_lmdb_folder(path / "lmdb" / n) for n in lmdbs):
+                return False
+    except OSError:
+        return False
+    return True
 
 
 def make_synthetic(
@@ -267,9 +303,9 @@ def make_synthetic(
     force: bool = False,
 ) -> SyntheticSet:
     """Write the synthetic set in VOC layout under ``out`` (built aside, renamed on success)."""
-    _check_counts(n_train, n_test)
+    _check_counts(n_train, n_test, seed)
     out = Path(out)
-    with atomic_dir(out, force=force) as tmp:
+    with atomic_dir(out, force=force, recognise=is_synthetic_folder, what="synthetic set") as tmp:
         made = _generate(tmp, seed, n_train, n_test)
     return SyntheticSet(out, made.dataset, out / LABELMAP_NAME, n_train, n_test, made.n_objects)
 
@@ -289,9 +325,9 @@ def build_synthetic_lmdbs(
     """
     from .voc import convert_voc
 
-    _check_counts(n_train, n_test)
+    _check_counts(n_train, n_test, seed)
     out = Path(out)
-    with atomic_dir(out, force=force) as tmp:
+    with atomic_dir(out, force=force, recognise=is_synthetic_folder, what="synthetic set") as tmp:
         made = _generate(tmp, seed, n_train, n_test)
         lm = synth_labelmap()
         convert_voc(

@@ -14,6 +14,7 @@ xmax < xmin, XML size differing from the image) this converter stops with an err
 
 from __future__ import annotations
 
+import math
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -38,15 +39,23 @@ from .pipeline import (
 
 @dataclass(frozen=True)
 class VocObject:
-    """One ``<object>``: class name, pixel box (VOC's 1-based integers) and flags."""
+    """One ``<object>``: class name, pixel box (VOC's 1-based integers) and flags.
+
+    Coordinates are the numbers the file holds: ints for every real VOC annotation, floats
+    where a hand-made file writes ``12.5``.
+    """
 
     name: str
-    xmin: int
-    ymin: int
-    xmax: int
-    ymax: int
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
     difficult: bool = False
     truncated: bool = False
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        return (self.xmin, self.ymin, self.xmax, self.ymax)
 
 
 @dataclass
@@ -67,26 +76,45 @@ def _text(node: ET.Element, tag: str, path: Path, what: str) -> str:
     return child.text.strip()
 
 
-def _int(node: ET.Element, tag: str, path: Path, what: str) -> int:
+def _number(node: ET.Element, tag: str, path: Path, what: str) -> float:
+    """An int where the text is one (every real VOC file), else the float it writes."""
     text = _text(node, tag, path, what)
     try:
         return int(text)
     except ValueError:
-        try:  # a few hand-made annotations carry "12.0"; upstream's ptree reads ints
-            return int(float(text))
-        except ValueError:
-            raise ModelLibsError(f"{path}: {what} <{tag}> is not a number: {text!r}") from None
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise ModelLibsError(f"{path}: {what} <{tag}> is not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise ModelLibsError(f"{path}: {what} <{tag}> is not a finite number: {text!r}")
+    return int(value) if value.is_integer() else value
+
+
+def _flag(node: ET.Element, tag: str, path: Path, what: str) -> bool:
+    """``<difficult>``/``<truncated>``: absent means 0; any non-zero number means set."""
+    if node.find(tag) is None or not (node.findtext(tag) or "").strip():
+        return False
+    return _number(node, tag, path, what) != 0
 
 
 def parse_voc_xml(path: str | os.PathLike) -> VocAnnotation:
-    """Parse and check one VOC XML file; every problem raises ModelLibsError naming it."""
+    """Parse one VOC annotation XML; every problem raises ModelLibsError naming the file.
+
+    The one reader of VOC XML (the converter and the VOC evaluation both use it). Objects are
+    the ``<object>`` children of ``<annotation>`` with their own ``<name>``/``<bndbox>``, as
+    upstream and the devkit read them (a person layout's ``<part>`` is not an object). The
+    box geometry is checked by :func:`check_boxes`, which the converter applies.
+    """
     p = Path(path)
     try:
         root = ET.parse(p).getroot()
     except FileNotFoundError:
         raise ModelLibsError(f"{p}: annotation file not found") from None
     except ET.ParseError as exc:
-        raise ModelLibsError(f"{p}: malformed XML ({exc})") from None
+        line = exc.position[0] if exc.position else 0
+        raise ModelLibsError(f"{p}:{line}: malformed XML ({exc})") from None
     except OSError as exc:
         raise ModelLibsError(f"{p}: cannot read annotation ({exc.strerror})") from None
     if root.tag != "annotation":
@@ -94,9 +122,9 @@ def parse_voc_xml(path: str | os.PathLike) -> VocAnnotation:
     size = root.find("size")
     if size is None:
         raise ModelLibsError(f"{p}: no <size> element")
-    width = _int(size, "width", p, "<size>")
-    height = _int(size, "height", p, "<size>")
-    depth = _int(size, "depth", p, "<size>") if size.find("depth") is not None else 3
+    width = int(_number(size, "width", p, "<size>"))
+    height = int(_number(size, "height", p, "<size>"))
+    depth = int(_number(size, "depth", p, "<size>")) if size.find("depth") is not None else 3
     if width <= 0 or height <= 0:
         raise ModelLibsError(f"{p}: invalid image size {width}x{height}")
     fn = root.find("filename")
@@ -108,35 +136,27 @@ def parse_voc_xml(path: str | os.PathLike) -> VocAnnotation:
         if bnd is None:
             raise ModelLibsError(f"{p}: {what} ({name}) has no <bndbox>")
         xmin, ymin, xmax, ymax = (
-            _int(bnd, t, p, f"{what} ({name})") for t in ("xmin", "ymin", "xmax", "ymax")
+            _number(bnd, t, p, f"{what} ({name})") for t in ("xmin", "ymin", "xmax", "ymax")
         )
-        if xmax < xmin or ymax < ymin:
-            raise ModelLibsError(
-                f"{p}: {what} ({name}) box ({xmin},{ymin},{xmax},{ymax}) has xmax<xmin or ymax<ymin"
-            )
-        if xmin < 0 or ymin < 0 or xmax > width or ymax > height:
-            raise ModelLibsError(
-                f"{p}: {what} ({name}) box ({xmin},{ymin},{xmax},{ymax}) lies outside the "
-                f"{width}x{height} image"
-            )
-        diff = obj.find("difficult")
-        trunc = obj.find("truncated")
-        ann.objects.append(
-            VocObject(
-                name,
-                xmin,
-                ymin,
-                xmax,
-                ymax,
-                difficult=diff is not None and (diff.text or "").strip() == "1",
-                truncated=trunc is not None and (trunc.text or "").strip() == "1",
-            )
-        )
+        difficult = _flag(obj, "difficult", p, f"{what} ({name})")
+        truncated = _flag(obj, "truncated", p, f"{what} ({name})")
+        ann.objects.append(VocObject(name, xmin, ymin, xmax, ymax, difficult, truncated))
     return ann
+
+
+def check_boxes(ann: VocAnnotation, path: str | os.PathLike) -> None:
+    """Refuse inverted boxes and boxes outside the image (upstream only warns)."""
+    for i, o in enumerate(ann.objects):
+        what = f"object {i} ({o.name}) box ({o.xmin},{o.ymin},{o.xmax},{o.ymax})"
+        if o.xmax < o.xmin or o.ymax < o.ymin:
+            raise ModelLibsError(f"{path}: {what} has xmax<xmin or ymax<ymin")
+        if o.xmin < 0 or o.ymin < 0 or o.xmax > ann.width or o.ymax > ann.height:
+            raise ModelLibsError(f"{path}: {what} lies outside the {ann.width}x{ann.height} image")
 
 
 def voc_boxes(ann: VocAnnotation, labels: dict[str, int], path: Path) -> list[Box]:
     """Normalised boxes (upstream: ``xmin / width`` in float, no ``-1``)."""
+    check_boxes(ann, path)
     out = []
     for i, o in enumerate(ann.objects):
         if o.name not in labels:
@@ -155,34 +175,42 @@ def voc_boxes(ann: VocAnnotation, labels: dict[str, int], path: Path) -> list[Bo
     return out
 
 
-def parse_sets(spec: str) -> list[tuple[str, str]]:
-    """``"VOC2007:trainval,VOC2012:trainval"`` -> ``[("VOC2007","trainval"), ...]``."""
+def parse_sets(spec: str, option: str = "--sets") -> list[tuple[str, str]]:
+    """``"VOC2007:trainval,VOC2012:trainval"`` -> ``[("VOC2007","trainval"), ...]``.
+
+    The one parser of image-set names (``convert voc --sets``, ``eval voc --set``).
+    """
     out = []
     for part in (s.strip() for s in spec.split(",")):
         if not part:
             continue
         dataset, sep, split = part.partition(":")
         if not sep or not dataset or not split:
-            raise ModelLibsError(f"--sets: {part!r} should be DATASET:SPLIT, e.g. VOC2007:test")
+            raise ModelLibsError(f"{option} {part!r}: expected YEAR:SET (DATASET:SPLIT), e.g. VOC2007:test")
         out.append((dataset, split))
     if not out:
-        raise ModelLibsError("--sets: no DATASET:SPLIT given")
+        raise ModelLibsError(f"{option}: no DATASET:SPLIT given")
     return out
+
+
+def split_ids(root: str | os.PathLike, dataset: str, split: str) -> list[str]:
+    """Image ids of ``ROOT/<dataset>/ImageSets/Main/<split>.txt``, in file order."""
+    lst = Path(root) / dataset / "ImageSets" / "Main" / f"{split}.txt"
+    try:
+        lines = lst.read_text(encoding="utf-8").split("\n")
+    except FileNotFoundError:
+        raise ModelLibsError(f"{lst}: image set list not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelLibsError(f"{lst}: cannot read image set list ({exc})") from None
+    ids = [ln.split()[0] for ln in lines if ln.strip()]
+    if not ids:
+        raise ModelLibsError(f"{lst}: empty split, lists no images")
+    return ids
 
 
 def list_split(root: str | os.PathLike, dataset: str, split: str) -> list[tuple[str, str]]:
     """Image and annotation paths, relative to ``root``, of one split, in file order."""
-    root = Path(root)
-    lst = root / dataset / "ImageSets" / "Main" / f"{split}.txt"
-    try:
-        lines = lst.read_text(encoding="utf-8").split("\n")
-    except FileNotFoundError:
-        raise ModelLibsError(f"{lst}: split list not found") from None
-    except OSError as exc:
-        raise ModelLibsError(f"{lst}: cannot read split list ({exc.strerror})") from None
-    ids = [ln.split()[0] for ln in lines if ln.strip()]
-    if not ids:
-        raise ModelLibsError(f"{lst}: empty split, lists no images")
+    ids = split_ids(root, dataset, split)
     return [(f"{dataset}/JPEGImages/{i}.jpg", f"{dataset}/Annotations/{i}.xml") for i in ids]
 
 
@@ -265,6 +293,7 @@ def convert_voc(
         workers=workers,
         desc=f"voc {names}",
         source=f"{root} {names}",
+        inputs=[root, labelmap if not isinstance(labelmap, caffe_pb2.LabelMap) else None],
     )
 
 

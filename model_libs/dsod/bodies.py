@@ -151,6 +151,21 @@ def grp_dsod320_body(
     return list(GRP_SOURCES)
 
 
+def source_channels(body, resize: tuple[int, int]) -> dict[str, int]:
+    """Channels of each prediction source ``body`` builds, by shape inference on a bare net.
+
+    This is where GRP-DSOD's gate widths come from: the release lists them by hand
+    (1184, 513, 258, 258, 258, 256), but they are simply what the body's sources carry.
+    """
+    from ..summary import summarize  # shape inference; imported here to keep bodies light
+
+    net = NetSpec()
+    net.data = L.Input(shape=dict(dim=[1, 3, resize[0], resize[1]]))
+    names = body(net, "data")
+    shapes = summarize(net.to_proto()).blob_shapes
+    return {name: shapes[name][1] for name in names}
+
+
 def gated_module(net: NetSpec, sources: list[str], channels: list[int]) -> list[str]:
     """GRP-DSOD's gates on each source: channel attention, then a global gate, residual.
 

@@ -3,7 +3,9 @@
 Sources of the numbers:
 - DSOD300 (VOC0712, VOC0712Plus, COCO) and GRP_DSOD320 (VOC0712): the official release
   scripts (DSOD300_pascal.py, DSOD300_pascal++.py, DSOD300_coco.py, GRP_DSOD320_pascal.py
-  with model_libs.py) - body, head, priors, batch and solver settings.
+  with model_libs.py) - body, head, priors, batch and solver settings. GRP_DSOD320's solver
+  steps at 20k/40k/60k/80k only (DSOD300's also at 100k); its gate channels
+  (1184, 513, 258, 258, 258, 256 in the release) are what the body's sources carry.
 - DSOD512: the official code has the body only (DSOD512_V3_Body: one more down-sampling
   block, sources First..Fourth, Fifth_, Sixth_, Seventh_). Priors follow SSD512
   (ssd_pascal_512.py): min_dim 512, ratios 15..90 % with a 4/10 % first pair, steps
@@ -22,68 +24,132 @@ Sources of the numbers:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..datasets.labelmap import load_labelmap
+from ..datasets.layout import LAYOUTS, count_listed_images, layout
 from ..errors import ModelLibsError
+from ..netspec import NetSpec
 from .bodies import Backbone, dsod_body, grp_dsod320_body
 from .data_layer import ssd_batch_sampler
 from .heads import PriorConfig, ssd_prior_sizes
 from .recipe import Recipe
 
-BACKBONES: dict[str, Backbone] = {
-    "DSOD300": Backbone(),
-    "DSOD300_lite": Backbone(growth=64, bottleneck_width=4, blocks=(3, 4, 4, 4)),
-    "DSOD300_smallest": Backbone(growth=16, bottleneck_width=4, blocks=(6, 8, 8, 8)),
-    "DSOD512": Backbone(
-        extra_channels=(256, 128, 128, 128, 128),
-        sources=("First", "Second", "Third", "Fourth", "Fifth_", "Sixth_", "Seventh_"),
+DATASETS = tuple(LAYOUTS)
+
+PriorRatios = tuple[int, int, tuple[int, int]]  # SSD's (min %, max %, (first min %, first max %))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One DSOD model as numbers; :func:`recipe` turns a row into a :class:`Recipe`."""
+
+    body: Callable[[NetSpec, str], list[str]]  # adds the backbone, returns the source names
+    native_size: int  # the square input size the model is published at
+    steps: tuple[int, ...]  # prior steps at the native size; the last is always the input size
+    aspect_ratios: tuple[tuple[float, ...], ...]
+    batch_size: int  # images per iteration before the split across GPUs (accumulated to 128)
+    prior_ratios: PriorRatios | None = None  # None: the dataset's
+    gated: bool = False  # GRP-DSOD's gates on every source
+    job_prefix: str | None = None  # job and model names start with it (None: the model name)
+    datasets: tuple[str, ...] = DATASETS  # the datasets the model is released for
+    stepvalue: tuple[int, ...] | None = None  # solver steps (None: the dataset's schedule)
+
+
+@dataclass(frozen=True)
+class DatasetPreset:
+    """Per-dataset settings of the official scripts (files: :mod:`model_libs.datasets.layout`)."""
+
+    prior_ratios: PriorRatios
+    test_batch_size: int
+    train_on_diff_gt: bool
+    stepvalue: tuple[int, ...]
+    max_iter: int
+    snapshot: int
+    display: int
+    test_interval: int
+    test_initialization: bool
+    test_iter_ceil: bool = True  # VOC scripts round test_iter up; the COCO script divides
+    force_color: bool = False
+    output_name_prefix: str = "comp4_det_test_"
+    output_format: str = "VOC"
+
+
+_SSD300 = dict(steps=(8, 16, 32, 64, 100, 300), aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)))
+
+VARIANTS: dict[str, Variant] = {
+    "DSOD300": Variant(functools.partial(dsod_body, bb=Backbone()), 300, batch_size=32, **_SSD300),
+    "DSOD300_lite": Variant(
+        functools.partial(dsod_body, bb=Backbone(growth=64, bottleneck_width=4, blocks=(3, 4, 4, 4))),
+        300,
+        batch_size=32,
+        **_SSD300,
+    ),
+    "DSOD300_smallest": Variant(
+        functools.partial(dsod_body, bb=Backbone(growth=16, bottleneck_width=4, blocks=(6, 8, 8, 8))),
+        300,
+        batch_size=32,
+        **_SSD300,
+    ),
+    "DSOD512": Variant(
+        functools.partial(
+            dsod_body,
+            bb=Backbone(
+                extra_channels=(256, 128, 128, 128, 128),
+                sources=("First", "Second", "Third", "Fourth", "Fifth_", "Sixth_", "Seventh_"),
+            ),
+        ),
+        512,
+        steps=(8, 16, 32, 64, 128, 256, 512),
+        aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,)),
+        batch_size=16,
+        prior_ratios=(15, 90, (4, 10)),
+    ),
+    "GRP_DSOD320": Variant(
+        grp_dsod320_body,
+        320,
+        steps=(8, 16, 32, 64, 100, 320),
+        aspect_ratios=((1.6, 2, 3),) * 4 + ((1.6, 2),) * 2,
+        batch_size=48,
+        gated=True,
+        job_prefix="GRP_DSOD320_v2_gate",
+        datasets=("VOC0712",),
+        stepvalue=(20000, 40000, 60000, 80000),
     ),
 }
-MODELS = ("DSOD300", "DSOD300_lite", "DSOD300_smallest", "DSOD512", "GRP_DSOD320")
-DATASETS = ("VOC0712", "VOC0712Plus", "coco")
+MODELS = tuple(VARIANTS)
 
-# Per dataset: classes, prior ratio range (first pair), test set, solver schedule.
-_DATASET = {
-    "VOC0712": dict(
-        num_classes=21,
-        ratios=(20, 90, (10, 20)),
-        num_test_image=4952,
+PRESETS: dict[str, DatasetPreset] = {
+    "VOC0712": DatasetPreset(
+        prior_ratios=(20, 90, (10, 20)),
         test_batch_size=2,
         train_on_diff_gt=True,
-        stepvalue=[20000, 40000, 60000, 80000, 100000],
+        stepvalue=(20000, 40000, 60000, 80000, 100000),
         max_iter=100000,
         snapshot=2000,
         display=20,
         test_interval=2000,
         test_initialization=True,
-        lmdb=("VOC0712_trainval_lmdb", "VOC0712_test_lmdb"),
-        labelmap="labelmap_voc.prototxt",
-        name_size="test_name_size.txt",
     ),
-    "VOC0712Plus": dict(
-        num_classes=21,
-        ratios=(20, 90, (10, 20)),
-        num_test_image=10991,
+    "VOC0712Plus": DatasetPreset(
+        prior_ratios=(20, 90, (10, 20)),
         test_batch_size=1,
         train_on_diff_gt=True,
-        stepvalue=[20000, 40000, 60000, 80000, 100000],
+        stepvalue=(20000, 40000, 60000, 80000, 100000),
         max_iter=120000,
         snapshot=2000,
         display=20,
         test_interval=160000,
         test_initialization=False,
-        lmdb=("VOC0712Plus_trainvalplus_lmdb", "VOC0712Plus_test_lmdb"),
-        labelmap="labelmap_voc.prototxt",
-        name_size="test_name_size.txt",
     ),
-    "coco": dict(
-        num_classes=81,
-        ratios=(15, 90, (7, 15)),
-        num_test_image=5000,
+    "coco": DatasetPreset(
+        prior_ratios=(15, 90, (7, 15)),
         test_batch_size=2,
         test_iter_ceil=False,
         train_on_diff_gt=False,
-        stepvalue=[80000, 140000, 200000, 260000, 320000],
+        stepvalue=(80000, 140000, 200000, 260000, 320000),
         max_iter=320000,
         snapshot=10000,
         display=10,
@@ -92,13 +158,8 @@ _DATASET = {
         force_color=True,
         output_name_prefix="detections_minival_ssd300_results",
         output_format="COCO",
-        lmdb=("coco_train_lmdb", "coco_minival_lmdb"),
-        labelmap="labelmap_coco.prototxt",
-        name_size="minival2014_name_size.txt",
     ),
 }
-
-REPO_DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 def recipe(
@@ -110,72 +171,60 @@ def recipe(
 ) -> Recipe:
     """The official (or derived) recipe for ``model`` trained on ``dataset``.
 
-    ``data_root`` holds ``<dataset>/lmdb/<name>_lmdb`` and the test name/size list as the
-    SSD data scripts lay them out; label maps come from the repository's ``data/`` folder.
+    Files follow :mod:`model_libs.datasets.layout` under ``data_root`` (default ``data``);
+    label maps are the package's. The test count is the official one, or the length of the
+    test name/size list when that list exists (the data actually converted).
     ``size`` overrides the square input size (priors scale with it, as SSD's min_dim).
     """
-    if model not in MODELS:
+    if model not in VARIANTS:
         raise ModelLibsError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
-    if dataset not in _DATASET:
-        raise ModelLibsError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    if model == "GRP_DSOD320" and dataset != "VOC0712":
-        raise ModelLibsError("GRP_DSOD320 is released for VOC0712 only")
-    d = dict(_DATASET[dataset])
-    min_ratio, max_ratio, first = d.pop("ratios")
-    train_lmdb, test_lmdb = d.pop("lmdb")
-    labelmap, name_size = d.pop("labelmap"), d.pop("name_size")
-    root = Path(data_root) if data_root is not None else Path("data")
-    out = Path(out_dir)
-    data_dir = "VOC0712" if dataset.startswith("VOC") else dataset
-
-    native = {"DSOD512": 512, "GRP_DSOD320": 320}.get(model, 300)
+    v = VARIANTS[model]
+    lay = layout(dataset)
+    if dataset not in v.datasets:
+        raise ModelLibsError(f"{model} is released for {', '.join(v.datasets)} only, not {dataset}")
+    d = PRESETS[dataset]
     if size is None:
-        size = native
+        size = v.native_size
     elif not isinstance(size, int) or isinstance(size, bool) or not 64 <= size <= 2048:
         raise ModelLibsError(f"input size {size!r} is impossible: give an integer from 64 to 2048")
-    if model == "GRP_DSOD320":
-        steps = [8, 16, 32, 64, 100, size]
-        ars = [[1.6, 2, 3]] * 4 + [[1.6, 2]] * 2
-        body = grp_dsod320_body
-        gate_channels = [1184, 513, 258, 258, 258, 256]
-        job = f"GRP_DSOD320_v2_gate_{size}x{size}"
-        model_name = f"GRP_DSOD320_v2_gate_{dataset}_{job}"
-        batch = 48
-    else:
-        body = functools.partial(dsod_body, bb=BACKBONES[model])
-        gate_channels = None
-        if model == "DSOD512":
-            steps = [8, 16, 32, 64, 128, 256, size]
-            ars = [[2], [2, 3], [2, 3], [2, 3], [2, 3], [2], [2]]
-            min_ratio, max_ratio, first = 15, 90, (4, 10)
-            batch = 16
-        else:
-            steps = [8, 16, 32, 64, 100, size]
-            ars = [[2], [2, 3], [2, 3], [2, 3], [2], [2]]
-            batch = 32
-        job = f"{model}_{size}x{size}"
-        model_name = f"{model}_{dataset}_{job}"
-    n_sources = len(steps)
-    mins, maxs = ssd_prior_sizes(size, n_sources, min_ratio, max_ratio, first)
-    priors = PriorConfig(min_sizes=mins, max_sizes=maxs, aspect_ratios=ars, steps=steps)
-    r = Recipe(
+    root = Path(data_root) if data_root is not None else Path("data")
+    name_size = lay.name_size_path("test", root)
+    num_test = count_listed_images(name_size) if name_size.is_file() else lay.test.images
+    prefix = v.job_prefix or model
+    job = f"{prefix}_{size}x{size}"
+    steps = [*v.steps[:-1], size]  # the last source covers the whole input (SSD's min_dim)
+    mins, maxs = ssd_prior_sizes(size, len(steps), *(v.prior_ratios or d.prior_ratios))
+    return Recipe(
         model=model,
         dataset=dataset,
         job_name=job,
-        model_name=model_name,
+        model_name=f"{prefix}_{dataset}_{job}",
         resize=(size, size),
-        body=body,
-        priors=priors,
-        normalizations=[20] * n_sources,
-        gate_channels=gate_channels,
-        batch_size=batch,
+        num_classes=len(load_labelmap(lay.labelmap_path).item),
+        body=v.body,
+        priors=PriorConfig(
+            min_sizes=mins, max_sizes=maxs, aspect_ratios=[list(a) for a in v.aspect_ratios], steps=steps
+        ),
+        normalizations=[20] * len(steps),
+        gated=v.gated,
+        batch_size=v.batch_size,
         batch_sampler=ssd_batch_sampler(),
-        train_data=str(root / data_dir / "lmdb" / train_lmdb),
-        test_data=str(root / data_dir / "lmdb" / test_lmdb),
-        label_map_file=str(REPO_DATA / data_dir / labelmap),
-        name_size_file=str(root / data_dir / name_size),
-        output_result_dir=str(out / "results"),
-        **d,
+        train_data=str(lay.lmdb_path("train", root)),
+        test_data=str(lay.lmdb_path("test", root)),
+        label_map_file=str(lay.labelmap_path),
+        name_size_file=str(name_size),
+        num_test_image=num_test,
+        output_result_dir=str(Path(out_dir) / "results"),
+        test_batch_size=d.test_batch_size,
+        test_iter_ceil=d.test_iter_ceil,
+        train_on_diff_gt=d.train_on_diff_gt,
+        stepvalue=list(v.stepvalue or d.stepvalue),
+        max_iter=d.max_iter,
+        snapshot=d.snapshot,
+        display=d.display,
+        test_interval=d.test_interval,
+        test_initialization=d.test_initialization,
+        force_color=d.force_color,
+        output_name_prefix=d.output_name_prefix,
+        output_format=d.output_format,
     )
-    r.check()
-    return r

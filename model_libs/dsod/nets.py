@@ -12,7 +12,7 @@ from pathlib import Path
 from ..fsutil import atomic_write_text, ensure_writable_dir
 from ..netspec import L, NetSpec, P, to_prototxt
 from ..proto import caffe_pb2
-from .bodies import gated_module
+from .bodies import gated_module, source_channels
 from .data_layer import annotated_data_layer, test_transform, train_transform
 from .heads import multibox_head
 from .recipe import Recipe
@@ -70,8 +70,9 @@ def detection_evaluate_param(r: Recipe) -> dict:
 
 def _body_and_head(net: NetSpec, r: Recipe) -> list:
     sources = r.body(net, "data")
-    if r.gate_channels:
-        sources = gated_module(net, sources, r.gate_channels)
+    if r.gated:
+        channels = source_channels(r.body, r.resize)
+        sources = gated_module(net, sources, [channels[s] for s in sources])
     return multibox_head(
         net, "data", sources, r.num_classes, r.priors, normalizations=r.normalizations, kernel_size=3, pad=1
     )

@@ -28,7 +28,7 @@ class Recipe:
     body: Callable[[NetSpec, str], list[str]]  # adds the backbone, returns source names
     priors: PriorConfig
     normalizations: list[float]
-    gate_channels: list[int] | None = None  # GRP-DSOD: gate every source
+    gated: bool = False  # GRP-DSOD: gate every source (channels from the body's own shapes)
     # data
     train_data: str = ""
     test_data: str = ""
@@ -87,12 +87,78 @@ class Recipe:
             return int(math.ceil(self.num_test_image / self.test_batch_size))
         return self.num_test_image // self.test_batch_size
 
-    def check(self) -> None:
-        """Reject settings no net can be built from, with a clear message."""
-        h, w = self.resize
-        if h < 32 or w < 32:
-            raise ModelLibsError(f"input size {h}x{w} is too small for a DSOD net (>= 32)")
-        if self.num_classes < 2:
-            raise ModelLibsError(f"num_classes must be >= 2 (background + 1), got {self.num_classes}")
-        if self.batch_size < 1 or self.test_batch_size < 1:
-            raise ModelLibsError("batch sizes must be positive")
+    def __post_init__(self) -> None:
+        # Validated on construction, so a hand-built Recipe fails here, with the setting
+        # named, rather than deep inside net generation or Caffe.
+        problems = list(_problems(self))
+        if problems:
+            raise ModelLibsError(f"recipe {self.model_name or self.model!r}: " + "; ".join(problems))
+
+
+AP_VERSIONS = ("11point", "MaxIntegral", "Integral")
+OUTPUT_FORMATS = ("VOC", "COCO", "ILSVRC")
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _problems(r: Recipe):
+    """Every setting of ``r`` that no net or solver can be built from, in words."""
+    if not (isinstance(r.resize, tuple | list) and len(r.resize) == 2 and all(map(_is_int, r.resize))):
+        yield f"resize must be (height, width) in pixels, got {r.resize!r}"
+    elif min(r.resize) < 32:
+        yield f"input size {r.resize[0]}x{r.resize[1]} is too small for a DSOD net (>= 32)"
+    if not _is_int(r.num_classes) or r.num_classes < 2:
+        yield f"num_classes must be an integer >= 2 (background + 1), got {r.num_classes!r}"
+    if not callable(r.body):
+        yield "body must be a function (net, from_layer) -> source names"
+    for name in ("batch_size", "accum_batch_size", "test_batch_size", "num_test_image", "max_iter"):
+        value = getattr(r, name)
+        if not _is_int(value) or value < 1:
+            yield f"{name} must be a positive integer, got {value!r}"
+    if _is_int(r.batch_size) and _is_int(r.accum_batch_size) and r.accum_batch_size < r.batch_size:
+        yield f"accum_batch_size ({r.accum_batch_size}) is smaller than batch_size ({r.batch_size})"
+    for name in ("snapshot", "display", "test_interval"):
+        value = getattr(r, name)
+        if not _is_int(value) or value < 0:
+            yield f"{name} must be an integer >= 0, got {value!r}"
+    steps = list(r.stepvalue)
+    if any(not _is_int(s) or s < 1 for s in steps) or steps != sorted(set(steps)):
+        yield f"stepvalue must be increasing positive iterations, got {steps}"
+    if not r.base_lr > 0 or (r.lr is not None and not r.lr > 0):
+        yield "learning rates must be positive"
+    if r.ap_version not in AP_VERSIONS:
+        yield f"ap_version must be one of {', '.join(AP_VERSIONS)}, got {r.ap_version!r}"
+    if r.output_format not in OUTPUT_FORMATS:
+        yield f"output_format must be one of {', '.join(OUTPUT_FORMATS)}, got {r.output_format!r}"
+    if not r.neg_pos_ratio > 0:
+        yield f"neg_pos_ratio must be positive, got {r.neg_pos_ratio!r}"
+    f = r.bn_moving_average_fraction
+    if f is not None and not 0 < f <= 1:
+        yield f"bn_moving_average_fraction must lie in (0, 1], got {f!r}"
+    yield from _prior_problems(r.priors, r.normalizations)
+
+
+def _prior_problems(p: PriorConfig, normalizations: list[float]):
+    n = len(p.min_sizes)
+    if n == 0:
+        yield "priors need at least one prediction source"
+        return
+    lengths = {
+        "max_sizes": len(p.max_sizes) if p.max_sizes else n,
+        "aspect_ratios": len(p.aspect_ratios),
+        "steps": len(p.steps),
+        "normalizations": len(normalizations),
+    }
+    for what, k in lengths.items():
+        if k != n:
+            yield f"{what} has {k} entries for {n} prediction sources (min_sizes)"
+    if any(not m > 0 for m in p.min_sizes):
+        yield f"prior min_sizes must be positive, got {list(p.min_sizes)}"
+    if p.max_sizes and any(not hi > lo for lo, hi in zip(p.min_sizes, p.max_sizes)):
+        yield "every prior max_size must exceed its min_size"
+    if any(not a > 0 for ars in p.aspect_ratios for a in ars):
+        yield f"aspect ratios must be positive, got {[list(a) for a in p.aspect_ratios]}"
+    if any(s < 0 for s in p.steps):
+        yield f"prior steps must be >= 0 (0: derived from the feature map), got {list(p.steps)}"

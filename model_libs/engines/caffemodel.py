@@ -80,6 +80,7 @@ def make_blob(array: np.ndarray, legacy: bool = False) -> caffe_pb2.BlobProto:
         dims = [1] * (4 - a.ndim) + list(a.shape)
         blob.num, blob.channels, blob.height, blob.width = dims
     else:
+        blob.shape.SetInParent()  # present even for a 0-axis (scalar) blob
         blob.shape.dim.extend(a.shape)
     blob.data.extend(a.ravel().tolist())
     return blob
@@ -308,11 +309,16 @@ def check(
     deploy: caffe_pb2.NetParameter | PathLike, weights: caffe_pb2.NetParameter | PathLike
 ) -> CheckReport:
     """Compare a caffemodel's layers and blob shapes against a deploy net."""
-    deploy_p = load_deploy(deploy)
-    weights_p = load_weights(weights)
+    return check_expected(expected_blob_shapes(load_deploy(deploy)), load_weights(weights))
+
+
+def check_expected(
+    expected: list[tuple[str, str, list[list[int]]]], weights_p: caffe_pb2.NetParameter
+) -> CheckReport:
+    """:func:`check` against (layer, type, blob shapes) rows, as
+    :func:`expected_blob_shapes` lists them."""
     stored = {name: (type_, blobs) for name, type_, blobs in layers_with_blobs(weights_p)}
     report = CheckReport()
-    expected = expected_blob_shapes(deploy_p)
     expected_names = {name for name, _, _ in expected}
     for name, type_, shapes in expected:
         if name not in stored:
@@ -347,12 +353,19 @@ def require_match(
     limit: int = 5,
 ) -> CheckReport:
     """:func:`check`, raising a :class:`ModelLibsError` that lists the first mismatches."""
-    report = check(deploy, weights)
+    return raise_on_mismatch(check(deploy, weights), name, limit)
+
+
+def raise_on_mismatch(
+    report: CheckReport, name: str = "caffemodel", limit: int = 5, what: str = "the deploy net"
+) -> CheckReport:
+    """``report``, or a :class:`ModelLibsError` naming ``name`` and the first ``limit``
+    problems when it has errors."""
     if not report.ok:
         errs = report.errors
         more = f"\n  ... and {len(errs) - limit} more" if len(errs) > limit else ""
         raise ModelLibsError(
-            f"{name}: does not match the deploy net ({len(errs)} problems; "
+            f"{name}: does not match {what} ({len(errs)} problems; "
             f"{report.matched} layers match):\n  " + "\n  ".join(errs[:limit]) + more
         )
     return report

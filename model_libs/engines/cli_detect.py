@@ -2,7 +2,7 @@
 
 ::
 
-    python -m model_libs detect --deploy D --weights W [--engine auto|opencv|caffe]
+    python -m model_libs detect --deploy D --weights W [--engine auto|opencv|caffe|torch]
         [--labelmap F] [--threshold T] [--batch N] [--draw DIR] [--json OUT] IMAGE_OR_DIR...
 
 Prints one line per detection (``image label name score xmin ymin xmax ymax``, pixels),
@@ -16,22 +16,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+from ..cli import PROG, make_parser, run
 from ..fsutil import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 from .detector import DSOD_MEAN_BGR, Detector, list_images, read_image
 from .draw import draw
 
 
-def main(argv: list[str]) -> int:
-    """Entry point of ``python -m model_libs detect``."""
-    ap = argparse.ArgumentParser(
-        prog="python -m model_libs detect",
-        description="Detect objects with a DSOD deploy net (no Caffe needed).",
-    )
+def build_parser() -> argparse.ArgumentParser:
+    ap = make_parser(f"{PROG} detect", "Detect objects with a DSOD deploy net (no Caffe needed).")
     ap.add_argument("--deploy", required=True, help="deploy prototxt")
     ap.add_argument("--weights", required=True, help="caffemodel")
-    ap.add_argument("--engine", choices=["auto", "opencv", "caffe"], default="auto")
+    ap.add_argument("--engine", choices=["auto", "opencv", "caffe", "torch"], default="auto")
     ap.add_argument("--labelmap", help="LabelMap prototxt for class names")
     ap.add_argument("--threshold", type=float, default=0.5, help="minimum score (default 0.5)")
     ap.add_argument(
@@ -45,8 +43,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--draw", metavar="DIR", help="write images with boxes as DIR/<stem>.png")
     ap.add_argument("--json", metavar="OUT", help="write all detections as JSON")
     ap.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
-    args = ap.parse_args(argv)
+    return ap
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m model_libs detect``."""
+    return run(argv, build_parser, _detect)
+
+
+def _detect(args: argparse.Namespace) -> int:
     paths = list_images(args.images)
     det = Detector(
         args.deploy,

@@ -10,17 +10,16 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
+from ..cli import PROG, make_parser, run
 from ..summary import load_net
 from .caffemodel import check, read_caffemodel, weight_table, write_caffemodel
 from .init import init_weights
 
 
-def main(argv: list[str]) -> int:
-    """Entry point of ``python -m model_libs weights``."""
-    ap = argparse.ArgumentParser(
-        prog="python -m model_libs weights", description="Create, list and check caffemodel files."
-    )
+def build_parser() -> argparse.ArgumentParser:
+    ap = make_parser(f"{PROG} weights", "Create, list and check caffemodel files.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("init", help="write an untrained caffemodel from the deploy net's fillers")
     p.add_argument("--deploy", required=True, help="deploy prototxt")
@@ -37,8 +36,15 @@ def main(argv: list[str]) -> int:
     p.add_argument("--deploy", required=True)
     p.add_argument("weights")
     p.add_argument("--limit", type=int, default=10, help="problems listed per kind")
-    args = ap.parse_args(argv)
+    return ap
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m model_libs weights``."""
+    return run(argv, build_parser, _weights)
+
+
+def _weights(args: argparse.Namespace) -> int:
     if args.cmd == "init":
         net = init_weights(
             load_net(args.deploy), seed=args.seed, randomize=args.randomize, legacy=args.legacy

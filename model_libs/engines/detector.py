@@ -33,12 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..datasets.labelmap import label_to_display_name, load_labelmap
 from ..errors import ModelLibsError
 from ..proto import caffe_pb2
 from .caffemodel import PathLike
 
 DSOD_MEAN_BGR = (104.0, 117.0, 123.0)
-ENGINES = ("auto", "opencv", "caffe")
+ENGINES = ("auto", "opencv", "caffe", "torch")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
@@ -56,16 +57,6 @@ class Detection:
         d = asdict(self)
         d["box"] = list(self.box)
         return d
-
-
-def load_labelmap(path: PathLike) -> dict[int, str]:
-    """{label: display name} from an SSD LabelMap prototxt (``item { name label display_name }``);
-    the display name is used when present, else the name. Read and validated by
-    :func:`model_libs.datasets.labelmap.load_labelmap`."""
-    from ..datasets.labelmap import label_to_display_name
-    from ..datasets.labelmap import load_labelmap as _load
-
-    return label_to_display_name(_load(path))
 
 
 def read_image(path: PathLike):
@@ -96,7 +87,8 @@ def list_images(paths: Iterable[PathLike]) -> list[Path]:
 
 
 def choose_engine(engine: str = "auto") -> tuple[str, str]:
-    """(engine name, reason) for ``engine`` in ``auto``/``opencv``/``caffe``."""
+    """(engine name, reason) for ``engine`` in ``auto``/``opencv``/``caffe``/``torch``
+    (``auto`` never picks ``torch``: it is asked for by name)."""
     from .caffe_engine import caffe_available
     from .opencv_engine import opencv_available
 
@@ -116,7 +108,7 @@ def choose_engine(engine: str = "auto") -> tuple[str, str]:
 
 
 def make_engine(name: str, deploy, weights, verify: bool = True):
-    """An engine instance by name (``opencv`` or ``caffe``)."""
+    """An engine instance by name (``opencv``, ``caffe`` or ``torch``)."""
     if name == "opencv":
         from .opencv_engine import OpenCVEngine
 
@@ -125,6 +117,10 @@ def make_engine(name: str, deploy, weights, verify: bool = True):
         from .caffe_engine import CaffeEngine
 
         return CaffeEngine(deploy, weights, verify=verify)
+    if name == "torch":
+        from .torch_engine import TorchEngine
+
+        return TorchEngine(deploy, weights, verify=verify)
     raise ModelLibsError(f"unknown engine {name!r}")
 
 
@@ -194,7 +190,7 @@ def to_detections(
 class Detector:
     """A DSOD deploy net with weights, ready to detect objects in images.
 
-    ``engine``: ``auto`` (see module docs), ``opencv`` or ``caffe``; the chosen one is
+    ``engine``: ``auto`` (see module docs), ``opencv``, ``caffe`` or ``torch``; the chosen one is
     ``engine_name`` and why is ``engine_reason``. ``labelmap``: a LabelMap prototxt path or a
     {label: name} dict. ``threshold``: minimum score kept (DetectionOutput's own
     confidence_threshold applies first). ``verify``: check the caffemodel against the deploy
@@ -227,10 +223,13 @@ class Detector:
                 f"input_size {self.input_size} differs from the deploy net's "
                 f"{shape[2]}x{shape[3]}; PriorBox geometry is fixed by the net"
             )
+        # captions use each item's display name (its name where none is set)
         if isinstance(labelmap, dict):
             self.names: dict[int, str] | None = dict(labelmap)
+        elif labelmap is not None:
+            self.names = label_to_display_name(load_labelmap(labelmap))
         else:
-            self.names = load_labelmap(labelmap) if labelmap is not None else None
+            self.names = None
         self.mean = tuple(float(x) for x in mean)
         self.scale = float(scale)
         self.batch_size = batch_size

@@ -131,13 +131,22 @@ def init_weights(
 
 
 def init_arrays(
-    deploy: caffe_pb2.NetParameter, seed: int = 0, randomize: bool = False
+    deploy: caffe_pb2.NetParameter,
+    seed: int = 0,
+    randomize: bool = False,
+    phase: str = "auto",
+    caffe_statistics: bool = False,
 ) -> dict[str, list[np.ndarray]]:
-    """{layer: [blob arrays]} as :func:`init_weights` fills them."""
+    """{layer: [blob arrays]} as :func:`init_weights` fills them, for the layers of
+    ``deploy`` in ``phase`` (see :func:`model_libs.summary.summarize`).
+
+    ``caffe_statistics`` starts BatchNorm statistics at zero, as Caffe's BatchNorm layer does
+    for a net trained from scratch (the first training step then sets the factor to 1).
+    """
     rng = np.random.default_rng(seed)
     by_name = {layer.name: layer for layer in deploy.layer}
     out: dict[str, list[np.ndarray]] = {}
-    for ls in summarize(deploy).layers:
+    for ls in summarize(deploy, phase).layers:
         if not ls.blob_shapes:
             continue
         layer = by_name[ls.name]
@@ -145,7 +154,9 @@ def init_arrays(
         arrays = []
         for i, (filler, shape) in enumerate(zip(fillers, ls.blob_shapes)):
             if filler is None:  # BatchNorm: mean, variance, factor
-                if i == 0:
+                if caffe_statistics and not randomize:
+                    a = np.zeros(shape, dtype=np.float32)
+                elif i == 0:
                     a = (rng.normal(0, 0.1, shape) if randomize else np.zeros(shape)).astype(np.float32)
                 elif i == 1:
                     a = (rng.uniform(0.5, 1.5, shape) if randomize else np.ones(shape)).astype(np.float32)

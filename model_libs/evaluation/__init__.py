@@ -7,7 +7,6 @@ Modules, one job each:
 * :mod:`.coco`     — COCO bbox AP through pycocotools, with input checks
 * :mod:`.caffe_ap` — Caffe's DetectionEvaluate + ComputeAP + solver mAP semantics
 * :mod:`.lmdb_gt`  — ground truth from an annotated LMDB (AnnotatedDatum records)
-* :mod:`.labelmap` — class names from a LabelMap prototxt
 * :mod:`.report`   — text/JSON tables, precision–recall PNGs, run comparison
 * :mod:`.cli`      — ``python -m model_libs eval {voc,coco,compare}``
 
@@ -26,7 +25,6 @@ _EXPORTS = {
     "write_result_files": "results",
     "evaluate_voc": "voc",
     "load_voc_ground_truth": "voc",
-    "read_voc_xml": "voc",
     "VocEvaluation": "voc",
     "ClassResult": "voc",
     "evaluate_coco": "coco",
@@ -35,8 +33,6 @@ _EXPORTS = {
     "solver_map": "caffe_ap",
     "detection_evaluate": "caffe_ap",
     "load_lmdb_ground_truth": "lmdb_gt",
-    "read_labelmap": "labelmap",
-    "foreground_classes": "labelmap",
     "voc_report": "report",
     "coco_report": "report",
     "format_table": "report",
@@ -58,7 +54,6 @@ __all__ = [
     "detection_evaluate",
     "evaluate_coco",
     "evaluate_voc",
-    "foreground_classes",
     "format_comparison",
     "format_table",
     "load_report",
@@ -66,10 +61,8 @@ __all__ = [
     "load_voc_ground_truth",
     "plot_pr_curves",
     "read_json_detections",
-    "read_labelmap",
     "read_result_dir",
     "read_result_file",
-    "read_voc_xml",
     "solver_map",
     "voc_report",
     "write_json",

@@ -11,16 +11,15 @@ eval compare A.json B.json [--names A B] [--json OUT]
 from __future__ import annotations
 
 import argparse
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+from ..cli import PROG, make_parser, run
 from ..errors import ModelLibsError
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="python -m model_libs eval", description="Score saved detections and compare runs."
-    )
+    ap = make_parser(f"{PROG} eval", "Score saved detections and compare runs.")
     sub = ap.add_subparsers(dest="what", required=True)
 
     v = sub.add_parser("voc", help="VOC AP per class and mAP (devkit semantics)")
@@ -58,10 +57,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _voc(args: argparse.Namespace) -> int:
-    from .labelmap import foreground_classes
+    from ..datasets.labelmap import foreground_names, label_to_name, load_labelmap
+    from ..datasets.voc import parse_sets
     from .report import format_table, plot_pr_curves, voc_report, write_json
     from .results import read_json_detections, read_result_dir
-    from .voc import evaluate_voc, load_voc_ground_truth, parse_set_spec
+    from .voc import evaluate_voc, load_voc_ground_truth
 
     if args.lmdb:
         if args.root or args.image_set:
@@ -71,10 +71,13 @@ def _voc(args: argparse.Namespace) -> int:
     elif not (args.root and args.image_set):
         raise ModelLibsError("give --root and --set (e.g. --set VOC2007:test), or --lmdb")
     else:
-        parse_set_spec(args.image_set)
+        sets = parse_sets(args.image_set, option="--set")
+        if len(sets) != 1:
+            raise ModelLibsError(f"--set {args.image_set!r}: give one YEAR:SET, e.g. VOC2007:test")
     if not 0 < args.iou <= 1:
         raise ModelLibsError(f"--iou {args.iou}: must be in (0, 1]")
-    classes = foreground_classes(args.labelmap) if args.labelmap else None
+    labelmap = load_labelmap(args.labelmap) if args.labelmap else None
+    classes = foreground_names(labelmap) if labelmap is not None else None
     results = Path(args.results)
     if results.is_file() and results.suffix.lower() == ".json":
         dets = read_json_detections(results)
@@ -85,13 +88,12 @@ def _voc(args: argparse.Namespace) -> int:
     else:
         dets = read_result_dir(results, classes, args.prefix)
     if args.lmdb:
-        from .labelmap import read_labelmap
         from .lmdb_gt import load_lmdb_ground_truth
 
-        gt = load_lmdb_ground_truth(args.lmdb, read_labelmap(args.labelmap))
+        gt = load_lmdb_ground_truth(args.lmdb, label_to_name(labelmap))
         set_name = str(args.lmdb)
     else:
-        gt = load_voc_ground_truth(args.root, *parse_set_spec(args.image_set))
+        gt = load_voc_ground_truth(args.root, *sets[0])
         set_name = args.image_set
     ev = evaluate_voc(
         dets, gt, classes=classes, metric=args.metric, iou_threshold=args.iou, set_name=set_name
@@ -134,15 +136,6 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str]) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m model_libs eval``."""
-    args = _parser().parse_args(argv)
-    return {"voc": _voc, "coco": _coco, "compare": _compare}[args.what](args)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except ModelLibsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    return run(argv, _parser, lambda args: {"voc": _voc, "coco": _coco, "compare": _compare}[args.what](args))

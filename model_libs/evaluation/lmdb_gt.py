@@ -46,7 +46,7 @@ def load_lmdb_ground_truth(
     """``{image_id: [(class, (xmin, ymin, xmax, ymax) in pixels, difficult), ...]}``.
 
     ``label_names`` maps label numbers to class names (see
-    :func:`model_libs.evaluation.labelmap.read_labelmap`).
+    :func:`model_libs.datasets.labelmap.label_to_name`).
     """
     from ..datasets.annotated_datum import parse_annotated_datum
     from ..datasets.lmdb_io import iter_records

@@ -35,7 +35,6 @@ are the evaluated image set; a detection on another image id is an error.
 from __future__ import annotations
 
 import os
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,54 +55,23 @@ GroundTruth = Mapping[str, Sequence[GTObject]]
 # ----------------------------------------------------------------------------- ground truth
 
 
-def parse_set_spec(spec: str) -> tuple[str, str]:
-    """``"VOC2007:test"`` → ``("VOC2007", "test")``."""
-    year, sep, image_set = spec.partition(":")
-    if not sep or not year or not image_set:
-        raise ModelLibsError(f"--set {spec!r}: expected YEAR:SET, e.g. VOC2007:test")
-    return year, image_set
-
-
-def read_voc_xml(path: str | os.PathLike) -> list[GTObject]:
-    """Objects of one VOC annotation XML as ``(class, (xmin, ymin, xmax, ymax), difficult)``."""
-    p = Path(path)
-    try:
-        root = ET.parse(p).getroot()
-    except FileNotFoundError:
-        raise ModelLibsError(f"{p}: annotation file not found") from None
-    except ET.ParseError as exc:
-        line = exc.position[0] if exc.position else 0
-        raise ModelLibsError(f"{p}:{line}: malformed XML ({exc})") from None
-    objs: list[GTObject] = []
-    for k, obj in enumerate(root.iter("object")):
-        name = (obj.findtext("name") or "").strip()
-        bb = obj.find("bndbox")
-        if not name or bb is None:
-            raise ModelLibsError(f"{p}: object {k} has no name or no bndbox")
-        try:
-            box = tuple(float(bb.findtext(t) or "") for t in ("xmin", "ymin", "xmax", "ymax"))
-            difficult = int(float(obj.findtext("difficult") or 0)) != 0
-        except ValueError:
-            raise ModelLibsError(f"{p}: object {k} ({name}) has a non-numeric box field") from None
-        objs.append((name, box, difficult))
-    return objs
-
-
 def load_voc_ground_truth(root: str | os.PathLike, year: str, image_set: str) -> dict[str, list[GTObject]]:
     """Ground truth of ``<root>/<year>/ImageSets/Main/<image_set>.txt`` from its Annotations.
 
     ``root`` is the VOCdevkit folder (holding ``VOC2007/``); a ``root`` that is itself the
-    year folder is accepted too.
+    year folder is accepted too. The XML files are read by the converter's reader
+    (:func:`model_libs.datasets.voc.parse_voc_xml`).
     """
-    base = Path(root) / year
-    if not base.is_dir() and (Path(root) / "Annotations").is_dir():
-        base = Path(root)
-    list_file = base / "ImageSets" / "Main" / f"{image_set}.txt"
-    try:
-        ids = [ln.split()[0] for ln in list_file.read_text().splitlines() if ln.strip()]
-    except OSError:
-        raise ModelLibsError(f"{list_file}: image set list not found") from None
-    return {i: read_voc_xml(base / "Annotations" / f"{i}.xml") for i in ids}
+    from ..datasets.voc import parse_voc_xml, split_ids
+
+    base = Path(root)
+    if not (base / year).is_dir() and (base / "Annotations").is_dir():
+        base, year = base.parent, base.name
+    gt = {}
+    for i in split_ids(base, year, image_set):
+        ann = parse_voc_xml(base / year / "Annotations" / f"{i}.xml")
+        gt[i] = [(o.name, o.box, o.difficult) for o in ann.objects]
+    return gt
 
 
 def classes_in(ground_truth: GroundTruth) -> list[str]:

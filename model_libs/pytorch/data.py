@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..datasets.annotated_datum import parse_annotated_datum
-from ..datasets.lmdb_io import shared_env
+from ..datasets.lmdb_io import check_lmdb_pages, shared_env
 from ..errors import ModelLibsError
 from ..proto import caffe_pb2
 from .transform import Boxes, TransformPlan, boxes_of, decode, label_blob
@@ -110,6 +110,9 @@ class AnnotatedDataset(Dataset):
     # -- reading
 
     def _keys(self) -> list[bytes]:
+        # every page and record inside the file, checked with plain reads before the memory
+        # map is read (a damaged LMDB would otherwise end the process with SIGBUS)
+        check_lmdb_pages(self.source)
         try:
             with shared_env(self.source).begin() as txn:
                 return list(txn.cursor().iternext(keys=True, values=False))
@@ -263,3 +266,58 @@ def make_loader(
         pin_memory=pin_memory,
         **extra,
     )
+
+
+def data_layer(net: caffe_pb2.NetParameter, phase: str) -> caffe_pb2.LayerParameter:
+    """The net's AnnotatedData layer for ``phase`` (its include/exclude phase rules)."""
+    want = caffe_pb2.Phase.Value(phase)
+    for layer in net.layer:
+        if layer.type != "AnnotatedData":
+            continue
+        included = not layer.include or any(r.phase == want for r in layer.include if r.HasField("phase"))
+        excluded = any(r.HasField("phase") and r.phase == want for r in layer.exclude)
+        if included and not excluded:
+            return layer
+    raise ModelLibsError(f"net {net.name!r}: no AnnotatedData layer for the {phase} phase")
+
+
+def batches(
+    net: caffe_pb2.NetParameter,
+    phase: str = "TRAIN",
+    *,
+    seed: int = 0,
+    rank: int = 0,
+    world: int = 1,
+    workers: int = 2,
+    base: str | os.PathLike | None = None,
+    start: int = 0,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """The endless batches of ``net``'s AnnotatedData layer for ``phase`` as ``{top name:
+    tensor}`` (the trainer's input), from batch ``start`` on. A relative LMDB source is taken
+    as given (Caffe's view, from the working folder), else beside ``base`` when it is there.
+    The loader is built now, so a bad LMDB or parameter raises here."""
+    layer = data_layer(net, phase)
+    source = Path(layer.data_param.source)
+    if (
+        base is not None
+        and not source.is_absolute()
+        and not source.exists()
+        and (Path(base) / source).exists()
+    ):
+        source = Path(base) / source
+    loader = make_loader(
+        layer,
+        phase,
+        rank=rank,
+        world_size=world,
+        seed=seed,
+        num_workers=workers,
+        start_batch=start,
+        source=source,
+    )
+    return _named(loader, list(layer.top))
+
+
+def _named(loader: DataLoader, tops: list[str]) -> Iterator[dict[str, torch.Tensor]]:
+    for data, label in loader:
+        yield dict(zip(tops, (data, label)))

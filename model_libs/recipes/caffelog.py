@@ -7,6 +7,7 @@ log file (``parse_log``); ``plot_log`` draws loss, learning rate and mAP against
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,8 @@ _LR = re.compile(r"Iteration (\d+), lr = ([-+0-9.eE]+)")
 _TESTING = re.compile(r"Iteration (\d+), Testing net")
 _TEST_OUT = re.compile(r"Test net output #\d+: (\S+) = ([-+0-9.eEnaif]+)")
 _SNAPSHOT = re.compile(r"Snapshotting (?:solver state )?to (?:binary proto file )?(\S+)")
+# glog's fatal lines: "F0101 12:00:00.123456  4242 solver.cpp:123] Check failed: ..."
+_FATAL = re.compile(r"^F\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ (.*)$")
 
 
 @dataclass
@@ -66,6 +69,18 @@ class LogParser:
             self.log.done = True
             return "done"
         return None
+
+
+def caffe_failure(lines: Iterable[str]) -> str | None:
+    """Why Caffe stopped: the first glog fatal (``F...``) line or ``Check failed`` line of its
+    log, without glog's time stamp (``solver.cpp:123] Check failed: ...``); None if none."""
+    for line in lines:
+        line = line.rstrip("\n")
+        if m := _FATAL.match(line):
+            return m.group(1).strip()
+        if "Check failed" in line:
+            return line.strip()
+    return None
 
 
 def parse_log(path: str | Path) -> TrainLog:

@@ -1,7 +1,12 @@
-"""Command line shared by the official-recipe scripts under ``examples/``.
+"""Command line of the official recipes: the arguments and steps that ``job``, ``score`` and
+the example scripts under ``examples/`` share.
 
-``main(argv, dataset, models)`` parses the arguments, writes the job's nets, solver and
-script, and (unless ``--dry-run``) trains with Caffe, resuming when asked.
+- :func:`add_recipe_arguments` / :func:`recipe_from_args`: which model on which dataset,
+  where the job lives, its input size and GPUs;
+- :func:`write_job_from_args`: write the nets, solver and job script (``job`` command,
+  ``--dry-run`` of the scripts);
+- :func:`main`: an example script's entry point: writes the job, then trains with Caffe
+  unless ``--dry-run``.
 """
 
 from __future__ import annotations
@@ -9,32 +14,36 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-from ..dsod.models import recipe
+from ..cli import make_parser, run
+from ..dsod.models import DATASETS, MODELS, recipe
 from ..dsod.nets import job_files
+from ..dsod.recipe import Recipe
 from ..errors import ModelLibsError
 from .gpus import resolve_gpus
-from .job import caffe_command, list_snapshots, prune_snapshots, write_job
+from .job import Job, caffe_command, check_inputs, list_snapshots, prune_snapshots, write_job
 from .train import run_caffe
 
 
-def build_parser(prog: str, dataset: str, models: tuple[str, ...]) -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog=prog, description=f"Write (and run) the official DSOD job on {dataset}."
-    )
-    ap.add_argument("--model", default=models[0], help=f"one of {', '.join(models)} (default {models[0]})")
-    ap.add_argument(
-        "--gpus",
-        default=None,
-        help="GPU ids, e.g. 0,1,2,3 (default: all visible GPUs; CPU if none; 'cpu' forces CPU)",
-    )
-    ap.add_argument(
-        "--out",
-        default=None,
-        help="folder for train/test/deploy/solver prototxts, job script, log and snapshots "
-        "(default: jobs/<model>_<dataset>)",
-    )
+def add_recipe_arguments(
+    ap: argparse.ArgumentParser,
+    dataset: str | None,
+    models: Sequence[str],
+    *,
+    gpus_default: str | None = None,
+    gpus_help: str = "GPU ids, e.g. 0,1,2,3 (default: all visible GPUs; CPU if none; 'cpu' forces CPU)",
+    out_help: str = "the job's folder: prototxts, job script, log and snapshots",
+) -> None:
+    """--model, --dataset (when the caller does not fix it), --out, --data-root, --size, --gpus."""
+    choices = f"one of {', '.join(models)} " if len(models) > 1 else ""
+    ap.add_argument("--model", default=models[0], help=f"{choices}(default {models[0]})")
+    if dataset is None:
+        ap.add_argument(
+            "--dataset", default=DATASETS[0], help=f"one of {', '.join(DATASETS)} (default {DATASETS[0]})"
+        )
+    ap.add_argument("--out", default=None, help=f"{out_help} (default: jobs/<model>_<dataset>)")
     ap.add_argument(
         "--data-root",
         default="data",
@@ -46,52 +55,89 @@ def build_parser(prog: str, dataset: str, models: tuple[str, ...]) -> argparse.A
         default=None,
         help="square input size (default: the model's own, e.g. 300); priors scale with it",
     )
-    ap.add_argument("--dry-run", action="store_true", help="write every file, launch nothing")
-    ap.add_argument("--resume", action="store_true", help="continue from the newest solverstate")
-    ap.add_argument("--weights", default=None, help="initialise from a caffemodel (fine-tuning)")
-    ap.add_argument(
-        "--prune-snapshots", action="store_true", help="before training, delete all snapshots but the newest"
-    )
-    ap.add_argument(
-        "--caffe", default=None, help="caffe binary (default: the toolkit's Caffe or $CAFFE_ROOT)"
-    )
-    ap.add_argument("--verbose", action="store_true", help="also print Caffe's raw log lines")
-    return ap
+    ap.add_argument("--gpus", default=gpus_default, help=gpus_help)
 
 
-def main(argv: list[str] | None, dataset: str, models: tuple[str, ...], prog: str | None = None) -> int:
-    """Entry point of an example script; returns the exit status."""
-    ap = build_parser(prog or Path(sys.argv[0]).name, dataset, models)
-    args = ap.parse_args(argv)
-    try:
-        return _run(args, dataset, models)
-    except ModelLibsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace, dataset: str, models: tuple[str, ...]) -> int:
+def recipe_from_args(
+    args: argparse.Namespace, dataset: str | None, models: Sequence[str]
+) -> tuple[Recipe, Path, list[int]]:
+    """The recipe the arguments name, its job folder (absolute) and its GPU list."""
+    dataset = dataset or args.dataset
     if args.model not in models:
         raise ModelLibsError(f"unknown model {args.model!r} for {dataset}; choose one of {', '.join(models)}")
     gpus = resolve_gpus(args.gpus)
-    out = Path(args.out or f"jobs/{args.model}_{dataset}")
-    r = recipe(args.model, dataset, data_root=args.data_root, out_dir=out.resolve(), size=args.size)
+    out = Path(args.out or f"jobs/{args.model}_{dataset}").resolve()
+    r = recipe(args.model, dataset, data_root=args.data_root, out_dir=out, size=args.size)
+    return r, out, gpus
+
+
+def add_job_arguments(ap: argparse.ArgumentParser) -> None:
+    """What the written job starts from: --resume, --weights, --caffe."""
+    ap.add_argument("--resume", action="store_true", help="continue from the newest solverstate")
+    ap.add_argument("--weights", default=None, help="initialise from a caffemodel (fine-tuning)")
+    ap.add_argument(
+        "--caffe", default=None, help="caffe binary (default: the toolkit's Caffe or $CAFFE_ROOT)"
+    )
+
+
+def write_job_from_args(
+    args: argparse.Namespace, r: Recipe, out: Path, gpus: list[int], caffe_bin: str = "caffe"
+) -> tuple[Job, Path | None]:
+    """Write the job's files; returns the job and the solverstate it resumes from (if any)."""
     if args.resume and args.weights:
         raise ModelLibsError("--resume and --weights exclude each other")
     snapshot = None
     if args.resume:
-        snaps = list_snapshots(job_files(r, out.resolve())["snapshot_prefix"])
+        snaps = list_snapshots(job_files(r, out)["snapshot_prefix"])
         if not snaps:
             raise ModelLibsError(f"--resume: no solverstate for {r.model_name} in {out}")
         snapshot = snaps[-1][1]
-    caffe_bin = None
-    if not args.dry_run:
-        _check_inputs(r)
-        caffe_bin = _caffe(args.caffe, gpus)
-    job = write_job(r, out, gpus, caffe_bin=caffe_bin or "caffe", snapshot=snapshot, weights=args.weights)
+    job = write_job(r, out, gpus, caffe_bin=caffe_bin, snapshot=snapshot, weights=args.weights)
     where = f"GPUs {','.join(map(str, gpus))}" if gpus else "CPU"
     written = ", ".join(job.files[k].name for k in ("train", "test", "deploy", "solver", "job"))
     print(f"{r.model_name}: wrote {written} in {job.out_dir} ({where})")
+    return job, snapshot
+
+
+def build_parser(prog: str, dataset: str, models: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser of an official recipe script (write the job, then train)."""
+    ap = make_parser(prog, f"Write (and run) the official DSOD job on {dataset}.")
+    add_recipe_arguments(ap, dataset, models)
+    ap.add_argument("--dry-run", action="store_true", help="write every file, launch nothing")
+    add_job_arguments(ap)
+    from .cli_train import add_engine_arguments
+
+    add_engine_arguments(ap)
+    ap.add_argument(
+        "--prune-snapshots", action="store_true", help="before training, delete all snapshots but the newest"
+    )
+    ap.add_argument("--verbose", action="store_true", help="also print the raw log lines")
+    return ap
+
+
+def main(argv: Sequence[str] | None, dataset: str, models: Sequence[str], prog: str | None = None) -> int:
+    """Entry point of an example recipe script; returns the exit status."""
+    return run(
+        argv,
+        lambda: build_parser(prog or Path(sys.argv[0]).name, dataset, models),
+        lambda args: _train(args, dataset, models),
+    )
+
+
+def _train(args: argparse.Namespace, dataset: str, models: Sequence[str]) -> int:
+    from .cli_train import check_engine_arguments
+
+    r, out, gpus = recipe_from_args(args, dataset, models)
+    check_engine_arguments(args)
+    if args.engine == "torch":
+        return _train_torch(args, r, out, gpus)
+    caffe_bin = None
+    if not args.dry_run:
+        if args.resume and args.weights:
+            raise ModelLibsError("--resume and --weights exclude each other")
+        check_inputs(r, ("train_data", "test_data", "label_map_file"))
+        caffe_bin = find_caffe_binary(args.caffe, gpus)
+    job, snapshot = write_job_from_args(args, r, out, gpus, caffe_bin or "caffe")
     if args.prune_snapshots:
         for f in prune_snapshots(job.snapshot_prefix, keep=1):
             print(f"removed old snapshot {f.name}")
@@ -103,17 +149,38 @@ def _run(args: argparse.Namespace, dataset: str, models: tuple[str, ...]) -> int
     return 0
 
 
-def _check_inputs(r) -> None:
-    for what, path in (
-        ("training LMDB", r.train_data),
-        ("test LMDB", r.test_data),
-        ("label map", r.label_map_file),
+def _train_torch(args: argparse.Namespace, r: Recipe, out: Path, gpus: list[int]) -> int:
+    """The job written for ``gpus``, trained by the PyTorch engine (one process per GPU)."""
+    from . import cli_train
+
+    if not args.dry_run:
+        check_inputs(r, ("train_data", "test_data", "label_map_file"))
+    job, snapshot = write_job_from_args(args, r, out, gpus)
+    if args.prune_snapshots:
+        for f in prune_snapshots(job.snapshot_prefix, keep=1):
+            print(f"removed old snapshot {f.name}")
+    if args.dry_run:
+        return 0
+    argv = ["--solver", str(job.files["solver"]), "--engine", "torch", "--log", str(job.files["log"])]
+    argv += ["--workers", str(args.workers)]
+    if gpus:
+        argv += ["--gpus", ",".join(map(str, gpus))]
+    elif args.device:
+        argv += ["--device", args.device]
+    for flag, value in (
+        ("--resume", snapshot),
+        ("--weights", args.weights),
+        ("--amp", args.amp),
+        ("--nproc", args.nproc),
+        ("--accum-batch", args.accum_batch),
     ):
-        if not Path(path).exists():
-            raise ModelLibsError(f"{what} not found: {path}")
+        if value is not None:
+            argv += [flag, str(value)]
+    argv += ["--sync-bn"] * args.sync_bn + ["--verbose"] * args.verbose
+    return cli_train.train(cli_train.build_parser().parse_args(argv), argv)
 
 
-def _caffe(explicit: str | None, gpus: list[int]) -> str:
+def find_caffe_binary(explicit: str | None, gpus: list[int]) -> str:
     """The caffe binary to run; refuses a GPU list on a CPU-only Caffe before anything starts."""
     if explicit:
         p = Path(explicit)
@@ -132,43 +199,14 @@ def _caffe(explicit: str | None, gpus: list[int]) -> str:
     return str(binary)
 
 
-def score_main(argv: list[str] | None, dataset: str, models: tuple[str, ...], prog: str | None = None) -> int:
-    """Entry point of the scoring scripts: score a snapshot on the test LMDB."""
-    ap = argparse.ArgumentParser(
-        prog=prog or Path(sys.argv[0]).name, description=f"Score a DSOD snapshot on the {dataset} test set."
-    )
-    ap.add_argument("--model", default=models[0], help=f"one of {', '.join(models)}")
-    ap.add_argument(
-        "--weights",
-        default=None,
-        help="caffemodel to score (default: the newest snapshot of the job in --out)",
-    )
-    ap.add_argument("--out", default=None, help="the training job's folder (default: jobs/<model>_<dataset>)")
-    ap.add_argument("--data-root", default="data")
-    ap.add_argument("--size", type=int, default=None)
-    ap.add_argument("--gpus", default="cpu", help="GPU ids for scoring (default: cpu)")
-    ap.add_argument("--caffe", default=None)
-    ap.add_argument("--verbose", action="store_true")
-    args = ap.parse_args(argv)
-    try:
-        if args.model not in models:
-            raise ModelLibsError(f"unknown model {args.model!r}; choose one of {', '.join(models)}")
-        gpus = resolve_gpus(args.gpus)
-        out = Path(args.out or f"jobs/{args.model}_{dataset}").resolve()
-        r = recipe(args.model, dataset, data_root=args.data_root, out_dir=out, size=args.size)
-        weights = args.weights
-        if weights is None:
-            snaps = [s for s in list_snapshots(job_files(r, out)["snapshot_prefix"]) if s[2]]
-            if not snaps:
-                raise ModelLibsError(f"no snapshot of {r.model_name} in {out}; give --weights")
-            weights = snaps[-1][2]
-        from .score import score
-
-        result = score(r, weights, out / "score", _caffe(args.caffe, gpus), gpus, echo=args.verbose)
-    except ModelLibsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(result.table())
-    print(f"VOC-format results: {result.result_dir}")
-    print(f"mAP {result.caffe_map:.4f}")
-    return 0
+__all__ = [
+    "MODELS",
+    "add_job_arguments",
+    "add_recipe_arguments",
+    "build_parser",
+    "check_inputs",
+    "find_caffe_binary",
+    "main",
+    "recipe_from_args",
+    "write_job_from_args",
+]

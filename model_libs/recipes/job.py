@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
-import re
 import shlex
-import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..dsod import nets
 from ..dsod.recipe import Recipe
+from ..errors import ModelLibsError
 from ..fsutil import atomic_write_text
+from . import snapshots
 
 
 @dataclass
@@ -28,24 +29,10 @@ class Job:
         return self.files["snapshot_prefix"]
 
 
-_ITER = re.compile(r"_iter_(\d+)\.(solverstate|caffemodel)$")
-
-
 def list_snapshots(prefix: str | Path) -> list[tuple[int, Path, Path | None]]:
-    """Snapshots written by Caffe for ``prefix`` (``<prefix>_iter_N.solverstate``)."""
-    prefix = Path(prefix)
-    if not prefix.parent.is_dir():
-        return []
-    found: dict[int, dict[str, Path]] = {}
-    for f in prefix.parent.iterdir():
-        if not f.name.startswith(prefix.name + "_iter_"):
-            continue
-        m = _ITER.search(f.name)
-        if m:
-            found.setdefault(int(m.group(1)), {})[m.group(2)] = f
-    return [
-        (it, d["solverstate"], d.get("caffemodel")) for it, d in sorted(found.items()) if "solverstate" in d
-    ]
+    """``(iteration, solverstate, caffemodel)`` of every snapshot of ``prefix`` that has a
+    solverstate. Whether a snapshot is complete is :func:`.snapshots.newest_complete_snapshot`'s job."""
+    return [(s.iteration, s.state, s.model) for s in snapshots.list_snapshots(prefix) if s.state is not None]
 
 
 def prune_snapshots(prefix: str | Path, keep: int = 1) -> list[Path]:
@@ -108,6 +95,22 @@ def write_job(
     out = Path(out_dir).resolve()
     files = nets.write_nets(r, out, gpus)
     cmd = caffe_command(caffe_bin, files["solver"], gpus, snapshot=snapshot, weights=weights)
-    atomic_write_text(files["job"], job_script(cmd, files["log"], os.getcwd()))
-    files["job"].chmod(files["job"].stat().st_mode | stat.S_IXUSR | stat.S_IXGRP)
+    atomic_write_text(files["job"], job_script(cmd, files["log"], os.getcwd()), executable=True)
     return Job(r, out, gpus, files)
+
+
+# What each input of a recipe is called in error messages.
+_INPUTS = {
+    "train_data": "training LMDB",
+    "test_data": "test LMDB",
+    "label_map_file": "label map",
+    "name_size_file": "name/size list",
+}
+
+
+def check_inputs(r: Recipe, fields: Sequence[str]) -> None:
+    """Refuse to start when an input of the recipe is missing (before Caffe is launched)."""
+    for name in fields:
+        path = getattr(r, name)
+        if not path or not Path(path).exists():
+            raise ModelLibsError(f"{path}: {_INPUTS[name]} not found")

@@ -1,32 +1,29 @@
-"""``python -m model_libs.recipes.plot LOG [--out PNG]``: a Caffe log as a table and a plot."""
+"""``python -m model_libs plot LOG [--out PNG]``: a Caffe training log as a table and a plot."""
 
 from __future__ import annotations
 
 import argparse
-import sys
+from collections.abc import Sequence
 
-from ..errors import ModelLibsError
+from ..cli import PROG, make_parser, run
 from .caffelog import log_table, parse_log, plot_log
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m model_libs.recipes.plot",
-        description="Parse a Caffe training log: table and PNG plot.",
-    )
-    ap.add_argument("log")
+def build_parser() -> argparse.ArgumentParser:
+    ap = make_parser(f"{PROG} plot", "Parse a Caffe training log: table and PNG plot.")
+    ap.add_argument("log", help="Caffe training log (the job's <model_name>.log)")
     ap.add_argument("--out", default=None, help="PNG to write (loss, learning rate, test mAP)")
-    args = ap.parse_args(argv)
-    try:
-        log = parse_log(args.log)
-        print(log_table(log))
-        if args.out:
-            print(f"wrote {plot_log(log, args.out, title=args.log)}")
-    except ModelLibsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return ap
+
+
+def _plot(args: argparse.Namespace) -> int:
+    log = parse_log(args.log)
+    print(log_table(log))
+    if args.out:
+        print(f"wrote {plot_log(log, args.out, title=args.log)}")
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m model_libs plot``."""
+    return run(argv, build_parser, _plot)

@@ -10,6 +10,7 @@ ground truth (VOC devkit rules), so both numbers are reported side by side.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from ..dsod.recipe import Recipe
 from ..errors import ModelLibsError
 from ..fsutil import atomic_write_text, ensure_writable_dir
 from ..netspec import to_prototxt
-from .job import caffe_command
+from .job import caffe_command, check_inputs
 from .train import run_caffe
 
 
@@ -55,14 +56,8 @@ def score(
     """Run the test set through ``weights`` and return the mAPs (Caffe's and per class)."""
     weights = Path(weights)
     if not weights.is_file():
-        raise ModelLibsError(f"snapshot not found: {weights}")
-    for what, path in (
-        ("test LMDB", r.test_data),
-        ("label map", r.label_map_file),
-        ("name/size list", r.name_size_file),
-    ):
-        if not Path(path).exists():
-            raise ModelLibsError(f"{what} not found: {path}")
+        raise ModelLibsError(f"{weights}: snapshot not found")
+    check_inputs(r, ("test_data", "label_map_file", "name_size_file"))
     out = ensure_writable_dir(out_dir).resolve()
     r = copy.copy(r)
     r.output_result_dir = str(out / "results")
@@ -74,7 +69,11 @@ def score(
         "solver": out / "score_solver.prototxt",
         "log": out / "score.log",
     }
-    atomic_write_text(files["train"], nets.net_text(nets.train_net(r, gpus)))
+    # Caffe builds the solver's train net although max_iter 0 never runs it: at batch 1, so
+    # that scoring does not allocate a training batch (48 GRP images at 320x320 on the CPU
+    # need more memory than many machines have).
+    one = dataclasses.replace(r, batch_size=1, accum_batch_size=1)
+    atomic_write_text(files["train"], nets.net_text(nets.train_net(one, gpus)))
     atomic_write_text(files["test"], nets.net_text(nets.test_net(r)))
     solver = nets.solver(r, str(files["train"]), str(files["test"]), str(out / "score"), gpus)
     solver.max_iter = 0
@@ -101,9 +100,10 @@ def _per_class(r: Recipe, result: ScoreResult) -> None:
     """Toolkit AP per class from DetectionOutput's VOC result files and the LMDB ground truth."""
     if r.output_format != "VOC":
         return
-    from ..evaluation import evaluate_voc, load_lmdb_ground_truth, read_labelmap, read_result_dir
+    from ..datasets.labelmap import label_to_name, load_labelmap
+    from ..evaluation import evaluate_voc, load_lmdb_ground_truth, read_result_dir
 
-    names = {k: v for k, v in read_labelmap(r.label_map_file).items() if k != 0}
+    names = {k: v for k, v in label_to_name(load_labelmap(r.label_map_file)).items() if k != 0}
     gt = load_lmdb_ground_truth(r.test_data, names)
     dets = read_result_dir(result.result_dir, classes=list(names.values()), prefix=r.output_name_prefix)
     metric = "11point" if r.ap_version == "11point" else "area"

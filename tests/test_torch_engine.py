@@ -1,0 +1,110 @@
+"""The torch engine beside OpenCV and Caffe, and caffemodels written by the PyTorch engine
+read back by Caffe and OpenCV DNN."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from _engines_fixtures import RAW_OUTPUTS, blob_differences, deploy, detection_differences, weights_net
+from _torch_support import raw_deploy, require_caffe, require_torch
+
+from model_libs.engines.opencv_engine import OpenCVEngine
+from model_libs.pytorch.net import CaffeNet
+from model_libs.pytorch.weights import load_caffemodel, save_caffemodel
+
+pytestmark = pytest.mark.torch
+torch = require_torch()
+
+
+def _batch(model: str, n: int = 2, seed: int = 42) -> np.ndarray:
+    shape = deploy(model).input_shape[0].dim
+    return np.random.default_rng(seed).normal(0, 60, (n, 3, shape[2], shape[3])).astype(np.float32)
+
+
+def test_torch_engine_matches_opencv_on_raw_outputs():
+    from model_libs.engines.torch_engine import TorchEngine
+
+    model = "DSOD300_smallest"
+    net, w = raw_deploy(model), weights_net(model)
+    x = _batch(model)
+    a = TorchEngine(net, w, device="cpu").forward(x, RAW_OUTPUTS)
+    b = OpenCVEngine(net, w).forward(x, RAW_OUTPUTS)
+    assert blob_differences(a, b) == []
+    assert all(a[k].shape == b[k].shape for k in RAW_OUTPUTS)
+
+
+@pytest.mark.caffe
+def test_torch_written_caffemodel_loads_in_opencv_and_caffe(tmp_path):
+    """Weights changed in PyTorch (a TRAIN forward moves the BatchNorm statistics) and
+    written as a caffemodel give the same outputs and detections in OpenCV DNN and Caffe."""
+    from model_libs.engines.caffe_engine import CaffeEngine
+
+    require_caffe()
+    model = "DSOD300_smallest"
+    train = CaffeNet(raw_deploy(model), "TRAIN")
+    load_caffemodel(train, weights_net(model))
+    with torch.no_grad():
+        train({"data": torch.from_numpy(_batch(model, 2, seed=5))})
+    path = tmp_path / "torch.caffemodel"
+    save_caffemodel(train, path)
+    test = CaffeNet(raw_deploy(model), "TEST")
+    load_caffemodel(test, path)
+    x = _batch(model)
+    with torch.no_grad():
+        ours = {k: v.numpy() for k, v in test({"data": torch.from_numpy(x)}, list(RAW_OUTPUTS)).items()}
+    names = [*RAW_OUTPUTS, "detection_out"]
+    cv = OpenCVEngine(deploy(model), path).forward(x, names)
+    cf = CaffeEngine(deploy(model), path).forward(x, names)
+    ref = OpenCVEngine(deploy(model), weights_net(model)).forward(x, RAW_OUTPUTS)
+    assert blob_differences({k: ours[k] for k in RAW_OUTPUTS}, {k: cf[k] for k in RAW_OUTPUTS}) == []
+    assert blob_differences({k: cv[k] for k in RAW_OUTPUTS}, {k: cf[k] for k in RAW_OUTPUTS}) == []
+    assert blob_differences({"mbox_loc": ref["mbox_loc"]}, {"mbox_loc": cf["mbox_loc"]}), "weights unchanged"
+    assert len(cf["detection_out"].reshape(-1, 7)) > 1
+    assert detection_differences(cv["detection_out"], cf["detection_out"]) == []
+
+
+def test_torch_engine_without_torch_is_one_clear_error(tmp_path):
+    w = tmp_path / "w.caffemodel"
+    w.write_bytes(weights_net("DSOD300_smallest").SerializeToString())
+    proto = tmp_path / "deploy.prototxt"
+    proto.write_text(str(deploy("DSOD300_smallest")))
+    img = tmp_path / "a.png"
+    import cv2
+
+    cv2.imwrite(str(img), np.zeros((20, 20, 3), np.uint8))
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from model_libs.__main__ import main\n"
+        f"sys.exit(main(['detect', '--engine', 'torch', '--deploy', {str(proto)!r}, "
+        f"'--weights', {str(w)!r}, {str(img)!r}]))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: the torch engine needs PyTorch"), r.stderr
+    assert "pip install" in lines[0]
+    # model_libs itself never imports torch.
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.modules['torch'] = None; import model_libs, model_libs.engines.detector",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("engine", ["torch"])
+def test_detect_cli_accepts_the_torch_engine(engine, tmp_path, capsys):
+    from model_libs.engines.cli_detect import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--engine", "nope", "--deploy", "d", "--weights", "w", "x"])
+    assert e.value.code == 2
+    assert engine in capsys.readouterr().err
