@@ -21,6 +21,7 @@ declare -A TOPIC=(
   [0007-data-reader-per-phase]="include/caffe/data_reader.hpp"
   [0008-makefile-tracks-project-headers]="Makefile"
   [0009-data-path-boxes-follow-resize-as-upstream]="src/caffe/util/im_transforms.cpp src/caffe/data_transformer.cpp src/caffe/layers/annotated_data_layer.cpp"
+  [0010-detection-layers-as-upstream-ssd]="src/caffe/layers/detection_evaluate_layer.cpp src/caffe/layers/detection_output_layer.cpp"
   [0011-batchnorm-statistics-masked-as-upstream]="src/caffe/layers/batch_norm_layer.cpp"
 )
 mapfile -t NAMES < <(printf '%s\n' "${!TOPIC[@]}" | sort)

@@ -118,3 +118,49 @@ def command(main: Callable[[list[str]], int | None]) -> Callable[[Sequence[str] 
 def script(main: Callable[[list[str]], int | None]) -> NoReturn:
     """``sys.exit`` with ``main(sys.argv[1:])`` under the convention: the body of a script."""
     sys.exit(command(main)(None))
+
+
+def bounded(
+    kind: type = int,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> Callable[[str], int | float]:
+    """An argparse ``type=`` that parses ``kind`` (int or float) and refuses a value outside
+    ``[lo, hi]`` (open ends with ``lo_open``/``hi_open``), NaN and infinity, before any work
+    starts: ``--batch 0`` or ``--threshold 1.5`` is a usage error, not a wrong answer."""
+    import math
+
+    def describe() -> str:
+        parts = []
+        if lo is not None:
+            parts.append(f"{'above' if lo_open else 'at least'} {kind(lo)}")
+        if hi is not None:
+            parts.append(f"{'below' if hi_open else 'at most'} {kind(hi)}")
+        return " and ".join(parts)
+
+    def parse(text: str) -> int | float:
+        noun = "a whole number" if kind is int else "a number"
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if (lo is not None and (value <= lo if lo_open else value < lo)) or (
+            hi is not None and (value >= hi if hi_open else value > hi)
+        ):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {noun} {describe()}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in some messages
+    return parse
+
+
+# Shared option types.
+COUNT = bounded(int, 1)  # --batch, --train, --iters ...: one or more
+NONNEGATIVE = bounded(int, 0)  # --draw N: zero allowed
+SEED = bounded(int, 0, 2**32 - 1)  # NumPy and Caffe seeds are unsigned 32-bit
+PROBABILITY = bounded(float, 0.0, 1.0)  # score thresholds

@@ -162,21 +162,39 @@ def check_output(
 # ----------------------------------------------------------------------------- locks
 
 
+# Locks this process holds: lock file -> [fd, depth]. A command that holds the lock of a job
+# folder may write files into it through functions that lock it again (re-entrant).
+_held: dict[str, list[int]] = {}
+_held_lock = threading.Lock()
+
+
 class OutputLock:
     """An exclusive, non-blocking ``flock`` on ``lock_file`` for the writer of ``target``.
 
     The lock file holds the owner's pid (for the message a second writer gets) and is removed
     on release. Removing it is safe because an acquirer checks, after locking, that the path
-    still names the file it locked, and retries otherwise.
+    still names the file it locked, and retries otherwise. Re-entrant within a process.
     """
 
     def __init__(self, lock_file: Path, target: Path, what: str = "output") -> None:
         self.lock_file = lock_file
         self.target = target
         self.what = what
-        self._fd: int | None = None
+        self._key = os.path.realpath(lock_file)
+        self._owned = False
 
     def acquire(self) -> OutputLock:
+        with _held_lock:
+            if self._key in _held:
+                _held[self._key][1] += 1
+                self._owned = True
+                return self
+            fd = self._lock()
+            _held[self._key] = [fd, 1]
+            self._owned = True
+        return self
+
+    def _lock(self) -> int:
         for _ in range(50):
             try:
                 fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, file_mode())
@@ -205,23 +223,38 @@ class OutputLock:
                 continue
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
-            self._fd = fd
-            return self
+            return fd
         raise ModelLibsError(f"{self.target}: could not lock {self.lock_file}")  # pragma: no cover
 
     def release(self) -> None:
-        if self._fd is None:
+        if not self._owned:
             return
-        with contextlib.suppress(OSError):
-            os.unlink(self.lock_file)
-        os.close(self._fd)  # closing drops the flock
-        self._fd = None
+        self._owned = False
+        with _held_lock:
+            entry = _held.get(self._key)
+            if entry is None:
+                return
+            entry[1] -= 1
+            if entry[1] > 0:
+                return
+            del _held[self._key]
+            with contextlib.suppress(OSError):
+                os.unlink(self.lock_file)
+            os.close(entry[0])  # closing drops the flock
 
     def __enter__(self) -> OutputLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def held_lock_fds() -> list[int]:
+    """File descriptors of the locks this process holds. Pass them to a child process that
+    writes into the locked outputs (``subprocess.Popen(pass_fds=...)``): the lock then lasts
+    as long as the child, even if this process is killed first."""
+    with _held_lock:
+        return [fd for fd, _ in _held.values()]
 
 
 def _read_pid(fd: int) -> int | None:
@@ -257,12 +290,34 @@ def remove_tree_or_file(p: Path) -> None:
             p.unlink()
 
 
+def _held_elsewhere(lock_file: Path) -> bool:
+    """True when another process holds the lock ``lock_file`` (its writer is still running)."""
+    if os.path.realpath(lock_file) in _held:
+        return False
+    try:
+        fd = os.open(lock_file, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also drops the shared lock, if taken
+    return False
+
+
 def clean_stale(folder: Path, name: str | None = None) -> list[Path]:
-    """Remove the stale temporaries of ``name`` (call only while holding its lock)."""
-    found = stale_temporaries(folder, name)
-    for t in found:
+    """Remove the temporaries in ``folder`` (of ``name``, or of any output) left by writers
+    that were killed: those whose output's lock no running process holds."""
+    removed = []
+    for t in stale_temporaries(folder, name):
+        owner = t.name[1 : -len(".XXXXXXXX.tmp")]
+        if _held_elsewhere(lock_path(folder / owner)):
+            continue
         remove_tree_or_file(t)
-    return found
+        removed.append(t)
+    return removed
 
 
 # ----------------------------------------------------------------------------- atomic writes
@@ -523,11 +578,17 @@ class Output:
             raise ModelLibsError(f"{t}: would overwrite an input of this command; choose another folder")
         return t
 
-    def write_bytes(self, data: bytes, name: str | None = None, executable: bool = False) -> Path:
+    def check_file(self, name: str | None = None) -> Path:
+        """The file :meth:`write_bytes` would write, after checking it may be written (it is
+        no input; in a folder, an existing file of that name is one ``recognise`` accepts).
+        Commands that know their file names call this for each before their work starts."""
         t = self.target(name)
-        if self.kind == "folder" and t.exists():
+        if self.kind == "folder" and (t.exists() or t.is_symlink()):
             self._check_replace(t)
-        return atomic_write_bytes(t, data, executable)
+        return t
+
+    def write_bytes(self, data: bytes, name: str | None = None, executable: bool = False) -> Path:
+        return atomic_write_bytes(self.check_file(name), data, executable)
 
     def write_text(self, text: str, name: str | None = None, executable: bool = False) -> Path:
         return self.write_bytes(text.encode("utf-8"), name, executable)

@@ -95,16 +95,17 @@ class NetSummary:
 
 def load_net(path: str | Path) -> caffe_pb2.NetParameter:
     """Parse a prototxt file into a NetParameter, with one clear error on bad input."""
+    from .inputs import read_text
+
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ModelLibsError(f"{p}: cannot read ({exc.strerror})") from None
+    text = read_text(p, "net prototxt")  # a caffemodel given here is named as binary
     net = caffe_pb2.NetParameter()
     try:
         text_format.Parse(text, net)
     except text_format.ParseError as exc:
         raise ModelLibsError(f"{p}: not a valid net prototxt: {exc}") from None
+    if not (len(net.layer) or len(net.layers) or len(net.input)):
+        raise ModelLibsError(f"{p}: net prototxt defines no layers")
     return net
 
 
@@ -167,6 +168,13 @@ def _numel(shape: Shape) -> int:
     return int(math.prod(shape)) if shape else 1
 
 
+def _at_least_one(ctx: str, **values: int) -> None:
+    """Caffe aborts (``Check failed``) on a zero size; say which field, before any work."""
+    for name, v in values.items():
+        if v < 1:
+            raise ModelLibsError(f"{ctx}: {name} is {v}; it must be at least 1")
+
+
 def infer_layer(layer, bottoms: list[Shape], ctx: str) -> tuple[list[Shape], list[Shape], int, int]:
     """Output shapes, parameter blob shapes, statistics count and FLOPs for one layer whose
     bottoms have shapes ``bottoms``; ``ctx`` names the layer in errors."""
@@ -198,6 +206,12 @@ def infer_layer(layer, bottoms: list[Shape], ctx: str) -> tuple[list[Shape], lis
         (kh, kw), (ph, pw), (sh, sw), (dh, dw) = _conv_geometry(cp)
         n, c, h, w = b0
         g = cp.group
+        _at_least_one(ctx, num_output=cp.num_output, group=g, kernel=min(kh, kw), stride=min(sh, sw))
+        _at_least_one(ctx, dilation=min(dh, dw))
+        if c % g or cp.num_output % g:
+            raise ModelLibsError(
+                f"{ctx}: group {g} does not divide {c} input and {cp.num_output} output channels"
+            )
         if t == "Convolution":
             oh = (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
             ow = (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
@@ -225,6 +239,7 @@ def infer_layer(layer, bottoms: list[Shape], ctx: str) -> tuple[list[Shape], lis
         kh, kw = (pp.kernel_h, pp.kernel_w) if pp.HasField("kernel_h") else (pp.kernel_size,) * 2
         ph, pw = (pp.pad_h, pp.pad_w) if pp.HasField("pad_h") else (pp.pad,) * 2
         sh, sw = (pp.stride_h, pp.stride_w) if pp.HasField("stride_h") else (pp.stride,) * 2
+        _at_least_one(ctx, kernel=min(kh, kw), stride=min(sh, sw))
         oh = int(math.ceil((h + 2 * ph - kh) / sh)) + 1
         ow = int(math.ceil((w + 2 * pw - kw) / sw)) + 1
         if ph and (oh - 1) * sh >= h + ph:
@@ -266,6 +281,7 @@ def infer_layer(layer, bottoms: list[Shape], ctx: str) -> tuple[list[Shape], lis
         return [list(b0)], blobs, 0, 3 * _numel(b0)
     if t == "InnerProduct":
         ip = layer.inner_product_param
+        _at_least_one(ctx, num_output=ip.num_output)
         axis = ip.axis % len(b0)
         k = _numel(b0[axis:])
         weight = [k, ip.num_output] if ip.transpose else [ip.num_output, k]  # Caffe's layout

@@ -78,34 +78,103 @@ def raw_deploy(model: str) -> caffe_pb2.NetParameter:
     return net
 
 
-def caffe_relu_masks(net: caffe_pb2.NetParameter, cnet) -> dict[str, np.ndarray]:
-    """{ReLU layer: which elements Caffe's ReLU passed}, read from the blobs after a Caffe
-    forward (for ReLUs whose top no later layer overwrites)."""
-    last_writer: dict[str, int] = {}
+def top_diffs(cnet, seed: int = 0) -> dict[str, np.ndarray]:
+    """The random diffs :func:`run_both` feeds into the outputs of ``cnet``."""
+    rng = np.random.default_rng(seed + 7)
+    return {o: rng.normal(0, 1, cnet.blobs[o].data.shape).astype(np.float32) for o in cnet.outputs}
+
+
+def _last_writers(net: caffe_pb2.NetParameter) -> dict[str, int]:
+    last: dict[str, int] = {}
     for i, layer in enumerate(net.layer):
         for t in layer.top:
-            last_writer[t] = i
-    return {
-        layer.name: cnet.blobs[layer.top[0]].data > 0
-        for i, layer in enumerate(net.layer)
-        if layer.type == "ReLU" and last_writer[layer.top[0]] == i
-    }
+            last[t] = i
+    return last
 
 
-def force_relu_masks(tnet, masks: dict[str, np.ndarray]) -> None:
-    """Make each named ReLU of ``tnet`` (built with ``fuse=False``) pass the elements of its
-    mask: ``x * mask``, whose gradient is the mask, as ReLU's is.
+def caffe_decisions_of(net: caffe_pb2.NetParameter, cnet) -> dict[str, np.ndarray]:
+    """Caffe's discrete choices in its last forward, read from its blobs: for each ReLU,
+    which elements it passed; for each MAX Pooling, which element of each window it took
+    (the first maximum, Caffe's rule, found on Caffe's own pooling input). Layers whose
+    blobs a later layer overwrites are left out."""
+    import torch
+    import torch.nn.functional as F
 
-    Why: in float32 a pre-activation within ~1e-6 of zero can fall on either side in two
-    engines; each such flip reroutes one element's gradient, which moves whole gradient
-    blobs by ~1e-3 relative in a net the size of DSOD (measured: PyTorch float32 against
-    PyTorch float64 differs that much too). With the same decisions, the remaining
-    difference is the arithmetic of every other layer's backward."""
+    last = _last_writers(net)
+    out: dict[str, np.ndarray] = {}
+    for i, layer in enumerate(net.layer):
+        if layer.type == "ReLU" and last[layer.top[0]] == i:
+            out[layer.name] = cnet.blobs[layer.top[0]].data > 0
+        elif (
+            layer.type == "Pooling"
+            and layer.pooling_param.pool == caffe_pb2.PoolingParameter.MAX
+            and not layer.pooling_param.global_pooling
+            and last.get(layer.bottom[0], -1) < i
+        ):
+            p = layer.pooling_param
+            x = torch.from_numpy(cnet.blobs[layer.bottom[0]].data.copy())
+            k, s, pad = p.kernel_size, p.stride, p.pad
+            _, idx = F.max_pool2d(x, k, s, pad, ceil_mode=True, return_indices=True)
+            out[layer.name] = idx.numpy()
+    return out
+
+
+def record_decisions(tnet) -> dict[str, np.ndarray]:
+    """Hook ``tnet`` (built with ``fuse=False``) so that its next forward records its ReLU
+    and MAX pooling decisions into the returned dict, in :func:`caffe_decisions_of`'s form."""
+    import torch.nn.functional as F
+
+    from model_libs.pytorch.layers import Pooling, ReLU
+
+    out: dict[str, np.ndarray] = {}
+    for module in tnet.layers.values():
+        if isinstance(module, ReLU):
+            module.register_forward_hook(
+                lambda mod, inp, o: out.__setitem__(mod.caffe_name, (o[0] > 0).cpu().numpy())
+            )
+        elif isinstance(module, Pooling) and module.max and not module.global_pooling:
+
+            def hook(mod, inp, o):
+                _, idx = F.max_pool2d(
+                    inp[0], mod.kernel, mod.stride, mod.pad, ceil_mode=True, return_indices=True
+                )
+                out[mod.caffe_name] = idx.cpu().numpy()
+
+            module.register_forward_hook(hook)
+    return out
+
+
+def force_caffe_decisions(tnet, decisions: dict[str, np.ndarray]) -> None:
+    """Make the ReLUs and MAX Poolings of ``tnet`` (built with ``fuse=False``) take Caffe's
+    decisions: a ReLU gives ``x * mask`` (whose gradient is the mask, as ReLU's is), a
+    pooling gathers the window elements Caffe took (its gradient goes there).
+
+    Why: in float32 a pre-activation within ~1e-6 of zero, or two window elements within
+    ~1e-6 of each other, can fall either way in two engines; each such flip reroutes one
+    element's gradient, which moves whole gradient blobs by ~1e-3 relative in a net the size
+    of DSOD (PyTorch float32 against PyTorch float64 differs that much too). With the same
+    decisions the remaining difference is the arithmetic of every layer's backward."""
     import torch
 
-    for name, mask in masks.items():
-        m = torch.from_numpy(mask.astype(np.float32))
-        tnet.layer(name).register_forward_hook(lambda mod, inp, out, m=m: (inp[0] * m.reshape(inp[0].shape),))
+    from model_libs.pytorch.layers import Pooling
+
+    for name, d in decisions.items():
+        module = tnet.layer(name)
+        if isinstance(module, Pooling):
+            idx = torch.from_numpy(d)
+
+            def hook(mod, inp, out, idx=idx):
+                x = inp[0]
+                i = idx.to(x.device)
+                return (x.flatten(2).gather(2, i.flatten(2)).view(i.shape),)
+
+        else:
+            m = torch.from_numpy(d.astype(np.float32))
+
+            def hook(mod, inp, out, m=m):
+                return (inp[0] * m.to(inp[0].device).reshape(inp[0].shape),)
+
+        module.register_forward_hook(hook)
 
 
 def rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -132,20 +201,20 @@ def run_both(
     weights: caffe_pb2.NetParameter | None = None,
     prepare=None,
     backward: bool = True,
-    caffe_relu_decisions: bool = False,
+    caffe_decisions: bool = False,
 ):
     """Forward and backward of ``net`` in both engines with identical blobs (the fillers',
     or ``weights``; ``prepare(tnet)`` may change them first), inputs and random top diffs.
     Returns (torch tops, caffe tops, torch grads, caffe grads, tnet, cnet) where grads map
     ``input:<name>`` and ``<layer>/<i>`` to arrays.
 
-    ``caffe_relu_decisions``: the PyTorch ReLUs pass exactly the elements Caffe's passed
-    (see :func:`force_relu_masks`), so that gradients are compared along the same path."""
+    ``caffe_decisions``: PyTorch's ReLUs and max poolings take exactly Caffe's decisions
+    (see :func:`force_caffe_decisions`), so that gradients are compared along the same path."""
     torch = require_torch()
     from model_libs.pytorch.net import CaffeNet
     from model_libs.pytorch.weights import load_caffemodel
 
-    tnet = CaffeNet(net, phase, seed=seed, fuse=not caffe_relu_decisions)
+    tnet = CaffeNet(net, phase, seed=seed, fuse=not caffe_decisions)
     if weights is not None:
         load_caffemodel(tnet, weights)
     if prepare is not None:
@@ -156,14 +225,13 @@ def run_both(
     for k, v in inputs.items():
         cnet.blobs[k].data[...] = v
     cnet.forward()
-    if caffe_relu_decisions:
-        force_relu_masks(tnet, caffe_relu_masks(net, cnet))
+    if caffe_decisions:
+        force_caffe_decisions(tnet, caffe_decisions_of(net, cnet))
     tin = {k: torch.from_numpy(v.copy()).requires_grad_(backward) for k, v in inputs.items()}
     with torch.set_grad_enabled(backward):
         tops = tnet(tin)
     outs = list(cnet.outputs)
-    rng = np.random.default_rng(seed + 7)
-    diffs = {o: rng.normal(0, 1, cnet.blobs[o].data.shape).astype(np.float32) for o in outs}
+    diffs = top_diffs(cnet, seed)
     ctops = {o: cnet.blobs[o].data.copy() for o in outs}
     ttops = {o: tops[o].detach().numpy() for o in outs}
     tgrads, cgrads = {}, {}

@@ -52,7 +52,7 @@ def test_table_plot_and_command(tmp_path, capsys):
     assert capsys.readouterr().out == f"{table}\nwrote {tmp_path / 'q.png'}\n"
     assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot_main([str(tmp_path / "missing.log")]) == 2
-    assert "cannot read log" in capsys.readouterr().err
+    assert "missing.log: log not found" in capsys.readouterr().err
 
 
 def test_runner_tees_the_log_and_reports_failures(tmp_path):

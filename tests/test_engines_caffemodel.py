@@ -112,7 +112,7 @@ def test_corrupt_or_empty_caffemodel_is_a_clear_error(tmp_path, content):
 
 
 def test_missing_caffemodel_is_a_clear_error(tmp_path):
-    with pytest.raises(ModelLibsError, match="cannot read"):
+    with pytest.raises(ModelLibsError, match=r"nope\.caffemodel: caffemodel not found"):
         cm.read_caffemodel(tmp_path / "nope.caffemodel")
 
 

@@ -108,7 +108,7 @@ def test_detector_reads_files_and_threshold(tmp_path):
     all_ = det.detect([p], threshold=0.0)[0]
     high = det.detect([str(p)], threshold=0.3)[0]
     assert all_ and len(high) == sum(d.score >= 0.3 for d in all_)
-    with pytest.raises(ModelLibsError, match="cannot read image"):
+    with pytest.raises(ModelLibsError, match=r"missing\.jpg: image not found"):
         det.detect([tmp_path / "missing.jpg"])
 
 

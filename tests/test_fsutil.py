@@ -150,12 +150,21 @@ def test_a_second_writer_gets_a_clear_error(tmp_path):
                 pass
         with pytest.raises(ModelLibsError, match="is writing"):
             Output(target).open()
+        # the running writer's temporary is not stale: a writer of the folder around it keeps it
+        busy = tmp_path / ".out.abcd1234.tmp"
+        busy.mkdir()
+        with Output(tmp_path, kind="folder"):
+            pass
+        assert busy.exists()
     finally:
         proc.stdin.write("\n")
         proc.stdin.flush()
         proc.wait(timeout=30)
     assert not lock_path(target).exists()  # released and removed
-    with atomic_dir(target) as tmp:  # free again
+    with atomic_dir(target) as tmp:  # free again; its dead writer's temporary is cleaned
+        (tmp / "x").write_text("x")
+    assert not (tmp_path / ".out.abcd1234.tmp").exists()
+    with atomic_dir(target, force=True, recognise=lambda p: True) as tmp:
         (tmp / "x").write_text("x")
 
 
@@ -192,3 +201,22 @@ def test_output_folder_never_overwrites_an_input(tmp_path):
         o.write_bytes(b"y", "b.png")
     assert pic.read_bytes().endswith(b"image")
     assert (tmp_path / "b.png").read_bytes() == b"y"
+
+
+def test_job_files_follow_the_umask(tmp_path):
+    """The job script was 0710 and the prototxts 0600 whatever the umask."""
+    from model_libs.__main__ import main
+
+    old = os.umask(0o022)
+    try:
+        assert (
+            main(["job", "--model", "DSOD300_smallest", "--dataset", "VOC0712", "--out", str(tmp_path / "j")])
+            == 0
+        )
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "j").iterdir()}
+    script = next(n for n in modes if n.endswith(".sh"))
+    assert modes.pop(script) == 0o755
+    assert set(modes.values()) == {0o644}, modes
+    assert (tmp_path / "j").stat().st_mode & 0o777 == 0o755

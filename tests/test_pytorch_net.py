@@ -4,8 +4,10 @@
 - TEST phase: the deploy outputs (mbox_loc, mbox_conf_flatten, mbox_priorbox) within 1e-4
   relative (max |diff| / max |caffe|).
 - TRAIN phase (BatchNorm on batch statistics): every parameter blob's gradient within 1e-4
-  relative L2 of Caffe's for random diffs fed into the head outputs, and the BatchNorm
-  statistics after the forward equal to Caffe's stored blobs.
+  relative L2 of Caffe's for random diffs fed into the head outputs, with the ReLU and
+  max-pooling decisions Caffe took; a few BatchNorm-side blobs whose float32 gradient is
+  noisier than that in Caffe itself (measured against a float64 evaluation) within 3x
+  Caffe's own error instead. The BatchNorm statistics after the forward equal Caffe's.
 
 Small input sizes keep CI time down where the net allows them (GRP_DSOD320's deconvolution
 concats exist only at 320); DSOD300 also runs at its native 300x300.
@@ -15,7 +17,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _torch_support import max_rel, rel, require_torch, run_both
+from _torch_support import (
+    caffe_decisions_of,
+    force_caffe_decisions,
+    max_rel,
+    rel,
+    require_torch,
+    run_both,
+    top_diffs,
+)
 
 from model_libs.dsod import deploy_net, recipe
 from model_libs.engines.init import init_weights
@@ -72,19 +82,46 @@ def test_deploy_outputs_match_caffe_dsod300_native(tmp_path):
     _deploy_parity("DSOD300", 300, 1, tmp_path)
 
 
+def _float64_gradients(net, w, inputs, cnet) -> dict[str, np.ndarray]:
+    """Parameter gradients of ``net`` in float64 (PyTorch, Caffe's ReLU and pooling
+    decisions, the same top diffs): the exact-arithmetic reference both engines approach."""
+    torch = require_torch()
+    from model_libs.pytorch.net import CaffeNet
+    from model_libs.pytorch.weights import load_caffemodel
+
+    t64 = CaffeNet(net, "TRAIN", fuse=False)
+    load_caffemodel(t64, w)
+    t64.double()
+    force_caffe_decisions(t64, caffe_decisions_of(net, cnet))
+    tops = t64({k: torch.from_numpy(v).double() for k, v in inputs.items()})
+    diffs = top_diffs(cnet)
+    sum(
+        (tops[o] * torch.from_numpy(d).double().reshape(tops[o].shape)).sum() for o, d in diffs.items()
+    ).backward()
+    return {f"{layer}/{i}": t.grad.numpy() for layer, i, t, _, _ in t64.named_blobs() if t.requires_grad}
+
+
 def _train_parity(model, size, batch, tmp_path):
+    """Gradients within 1e-4 relative L2 of Caffe's, except where Caffe's own float32
+    result is farther than 1e-4/3 from the float64 gradient (blobs after BatchNorm layers
+    whose gradient is a sum with heavy cancellation, mostly where few values per channel
+    remain): there within 3x Caffe's own error. The ReLUs and max poolings take Caffe's
+    decisions (see ``force_caffe_decisions``)."""
     torch = require_torch()
     net, w = _net(model, size, batch)
-    _, _, tg, cg, tnet, cnet = run_both(
-        net, _input(net), "TRAIN", tmp_path, weights=w, caffe_relu_decisions=True
-    )
+    inputs = _input(net)
+    _, _, tg, cg, tnet, cnet = run_both(net, inputs, "TRAIN", tmp_path, weights=w, caffe_decisions=True)
     learned = [f"{layer}/{i}" for layer, i, t, _, _ in tnet.named_blobs() if t.requires_grad]
     assert set(learned) <= tg.keys() and len(learned) > 100
-    errors = {k: rel(tg[k], cg[k]) for k in learned}
-    worst = sorted(errors.items(), key=lambda kv: -kv[1])[:5]
-    print(model, size, batch, "worst gradient errors", worst)
-    assert worst[0][1] < 1e-4, worst
-    assert all(np.abs(cg[k]).max() > 0 for k in learned if not k.startswith("Deconvolution")), "zero grads"
+    assert all(np.abs(cg[k]).max() > 0 for k in learned), "zero gradients compare trivially"
+    g64 = _float64_gradients(net, w, inputs, cnet)
+    rows = {k: (rel(tg[k], cg[k]), rel(cg[k], g64[k]), rel(tg[k], g64[k])) for k in learned}
+    worst = sorted(rows.items(), key=lambda kv: -kv[1][0])[:5]
+    print(f"{model} {size}x{size} batch {batch}: worst (vs Caffe, Caffe vs float64, ours vs float64)", worst)
+    bad = {k: r for k, r in rows.items() if r[0] >= max(1e-4, 3 * r[1])}
+    assert not bad, bad
+    beyond = [k for k, r in rows.items() if r[0] >= 1e-4]
+    print(f"{len(beyond)} of {len(rows)} blobs beyond 1e-4 of Caffe, all within 3x Caffe's own error")
     # BatchNorm statistics after one TRAIN forward: Caffe's stored blobs.
     stat_errors = {}
     for layer, i, t, _, _ in tnet.named_blobs():
@@ -115,4 +152,6 @@ def test_train_gradients_match_caffe_grp_dsod320(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["DSOD300_lite", "DSOD300_smallest", "DSOD512"])
 def test_train_gradients_match_caffe(model, tmp_path):
-    _train_parity(model, SMALL[model], 2, tmp_path)
+    # Batch 4: at these sizes the last sources are 1x1, and a BatchNorm over 2 values per
+    # channel has a gradient made of cancellation only (float32 noise in both engines).
+    _train_parity(model, SMALL[model], 4, tmp_path)

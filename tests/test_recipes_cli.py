@@ -56,7 +56,7 @@ def test_cpu_job_has_no_gpu_flag(tmp_path):
         (["--gpus", "0,x"], "not a GPU id"),
         (["--gpus", "1,1"], "twice"),
         (["--size", "12"], "impossible"),
-        (["--resume"], "no solverstate"),
+        (["--resume"], "no complete snapshot"),
     ],
 )
 def test_bad_arguments_fail_clearly_and_write_nothing(tmp_path, capsys, args, message):
@@ -70,7 +70,7 @@ def test_unwritable_out_dir(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["--dry-run", "--out", str(blocker / "sub")], "VOC0712", VOC_MODELS) == 2
-    assert "cannot create output folder" in capsys.readouterr().err
+    assert "cannot create job folder" in capsys.readouterr().err
 
 
 def test_missing_lmdb_is_reported_before_training(tmp_path, capsys):

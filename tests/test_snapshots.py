@@ -132,6 +132,11 @@ def test_caffe_failure_names_the_first_fatal_line():
         "Incorrect length of history blobs."
     )
     assert caffe_failure(["I0101 00:00:00.0 1 x.cpp:1] fine", "W0101 00:00:00.0 1 x.cpp:2] warn"]) is None
+    newer_glog = "F20261126 10:02:34.378959 25392 solver.cpp:1] Check failed: x"  # glog >= 0.6: the year too
+    assert (
+        caffe_failure(["I20261126 10:02:33.0 25392 caffe.cpp:1] ok", newer_glog])
+        == "solver.cpp:1] Check failed: x"
+    )
     # an unformatted check line (pycaffe prints) is found too
     assert caffe_failure(["noise", "Check failed: a == b"]) == "Check failed: a == b"
 

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from model_libs import P
-from model_libs.cli import make_parser, run
+from model_libs.cli import COUNT, NONNEGATIVE, SEED, bounded, make_parser, run
 from model_libs.dsod import Backbone, PriorConfig, Recipe, dsod_body
 from model_libs.dsod.data_layer import MEAN_BGR
 
@@ -92,14 +92,18 @@ def design_net(
 def build_parser():
     ap = make_parser("quickstart.py", __doc__.split("\n")[0])
     ap.add_argument("--out", default="runs/quickstart", help="working folder (default runs/quickstart)")
-    ap.add_argument("--iters", type=int, default=1500, help="training iterations (default 1500)")
-    ap.add_argument("--batch", type=int, default=8, help="training batch (default 8)")
-    ap.add_argument("--train", type=int, default=1000, help="synthetic training images (default 1000)")
-    ap.add_argument("--test", type=int, default=100, help="synthetic test images")
-    ap.add_argument("--size", type=int, default=128, help="network input size (default 128)")
-    ap.add_argument("--lr", type=float, default=0.02, help="base learning rate (default 0.02)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--demo-images", type=int, default=6)
+    ap.add_argument("--iters", type=COUNT, default=1500, help="training iterations (default 1500)")
+    ap.add_argument("--batch", type=COUNT, default=8, help="training batch (default 8)")
+    ap.add_argument("--train", type=COUNT, default=1000, help="synthetic training images (default 1000)")
+    ap.add_argument("--test", type=COUNT, default=100, help="synthetic test images")
+    ap.add_argument(
+        "--size", type=bounded(int, 64, 2048), default=128, help="network input size (default 128)"
+    )
+    ap.add_argument(
+        "--lr", type=bounded(float, 0, lo_open=True), default=0.02, help="base learning rate (default 0.02)"
+    )
+    ap.add_argument("--seed", type=SEED, default=0)
+    ap.add_argument("--demo-images", type=NONNEGATIVE, default=6)
     ap.add_argument("--verbose", action="store_true", help="print Caffe's raw log too")
     return ap
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ..cli import PROG, make_parser, run
+from ..cli import COUNT, PROG, SEED, make_parser, run
 from ..errors import ModelLibsError
 
 
@@ -15,9 +15,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labelmap", help="LabelMap prototxt (default: the dataset's own)")
     p.add_argument("--name-size", help="also write 'name height width' per image here")
     p.add_argument("--shuffle", action="store_true", help="shuffle the image list (seeded)")
-    p.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
+    p.add_argument("--seed", type=SEED, default=0, help="shuffle seed (default 0)")
     p.add_argument("--force", action="store_true", help="replace an existing --out/--name-size")
-    p.add_argument("--workers", type=int, default=None, help="decode threads (default: CPUs)")
+    p.add_argument("--workers", type=COUNT, default=None, help="decode threads (default: CPUs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -6,7 +6,7 @@ import argparse
 import time
 from collections.abc import Sequence
 
-from ..cli import PROG, make_parser, run
+from ..cli import COUNT, PROG, SEED, make_parser, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,9 +16,9 @@ def build_parser() -> argparse.ArgumentParser:
         "unless --no-lmdb, its train/test LMDBs, test_name_size.txt and label map.",
     )
     ap.add_argument("--out", required=True, help="output folder (created)")
-    ap.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    ap.add_argument("--train", type=int, default=400, help="training images (default 400)")
-    ap.add_argument("--test", type=int, default=100, help="test images (default 100)")
+    ap.add_argument("--seed", type=SEED, default=0, help="random seed (default 0)")
+    ap.add_argument("--train", type=COUNT, default=400, help="training images (default 400)")
+    ap.add_argument("--test", type=COUNT, default=100, help="test images (default 100)")
     ap.add_argument("--no-lmdb", action="store_true", help="only the VOC-layout files")
     ap.add_argument("--force", action="store_true", help="replace an existing --out")
     return ap

@@ -150,15 +150,17 @@ def draw_records(
     """Write the first ``n`` records as PNGs with their boxes to ``out_dir``; returns paths."""
     import cv2
 
+    from ..fsutil import Output, is_png
+
     names = labels_of(labelmap)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     written = []
-    for key, raw in iter_records(path, n):
-        ad = parse_annotated_datum(raw, key)
-        img = draw_boxes(decode_image(ad, key), datum_boxes(ad), names)
-        target = out / (key.replace("/", "_").rsplit(".", 1)[0] + ".png")
-        if not cv2.imwrite(str(target), img):
-            raise ModelLibsError(f"{target}: cannot write PNG")
-        written.append(target)
+    inputs = [path, None if isinstance(labelmap, caffe_pb2.LabelMap) else labelmap]
+    with Output(out_dir, kind="folder", what="drawing", inputs=inputs, recognise=is_png) as out:
+        for key, raw in iter_records(path, n):
+            ad = parse_annotated_datum(raw, key)
+            img = draw_boxes(decode_image(ad, key), datum_boxes(ad), names)
+            ok, png = cv2.imencode(".png", img)
+            if not ok:
+                raise ModelLibsError(f"{key}: cannot encode the drawing as PNG")
+            written.append(out.write_bytes(png.tobytes(), key.replace("/", "_").rsplit(".", 1)[0] + ".png"))
     return written

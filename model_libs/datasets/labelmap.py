@@ -97,6 +97,24 @@ def load_labelmap(path: str | os.PathLike | caffe_pb2.LabelMap) -> caffe_pb2.Lab
     return lm
 
 
+def check_labelmap_fits(
+    lm: caffe_pb2.LabelMap, num_classes: int, where: str = "label map", net: str = "the net"
+) -> None:
+    """Refuse a label map whose labels are not exactly 0 .. ``num_classes`` - 1.
+
+    A net with ``num_classes`` outputs (background included) names its class ``k`` by the
+    map's item with label ``k``; a map made for another dataset would name every detection
+    wrongly (a star called "boat") without any other sign.
+    """
+    labels = sorted(item.label for item in lm.item)
+    if labels != list(range(num_classes)):
+        have = f"labels {labels[0]}..{labels[-1]}" if labels else "no labels"
+        raise ModelLibsError(
+            f"{where}: {len(labels)} classes ({have}) do not fit {net}, which has num_classes "
+            f"{num_classes} (labels 0..{num_classes - 1}, background included)"
+        )
+
+
 def labelmap_to_text(lm: caffe_pb2.LabelMap) -> str:
     """Text-format the map in upstream's layout (one ``item { ... }`` block per class)."""
     return text_format.MessageToString(lm)

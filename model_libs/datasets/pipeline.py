@@ -160,6 +160,8 @@ def shuffled(items: list, shuffle: bool, seed: int) -> list:
     """``items`` in a seeded random order (upstream shuffles the trainval list) or as is."""
     if not shuffle:
         return list(items)
+    if seed < 0:
+        raise ModelLibsError(f"--seed must be 0 or more (got {seed})")
     order = np.random.default_rng(seed).permutation(len(items))
     return [items[i] for i in order]
 

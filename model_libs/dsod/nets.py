@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..fsutil import atomic_write_text, ensure_writable_dir
+from google.protobuf import text_format
+
+from ..fsutil import Output
 from ..netspec import L, NetSpec, P, to_prototxt
 from ..proto import caffe_pb2
 from .bodies import gated_module, source_channels
@@ -239,8 +241,23 @@ def write_nets(r: Recipe, out_dir: str | Path, gpus: list[int] | None = None) ->
     Everything is built before anything is written, so a failure leaves no partial set.
     """
     texts = render_nets(r, out_dir, gpus)
-    ensure_writable_dir(out_dir)
     files = job_files(r, out_dir)
-    for key, text in texts.items():
-        atomic_write_text(files[key], text)
+    with Output(out_dir, kind="folder", what="job folder", recognise=is_prototxt) as folder:
+        for key, text in texts.items():
+            folder.write_text(text, files[key].name)
     return files
+
+
+def is_prototxt(path: Path) -> bool:
+    """A net or solver text prototxt (what rewriting a job may replace)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    for message in (caffe_pb2.NetParameter(), caffe_pb2.SolverParameter()):
+        try:
+            text_format.Parse(text, message)
+            return True
+        except text_format.ParseError:
+            continue
+    return False

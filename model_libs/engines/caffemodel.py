@@ -101,17 +101,28 @@ def shape_matches(blob: caffe_pb2.BlobProto, expected: Sequence[int]) -> bool:
 
 def read_caffemodel(path: PathLike) -> caffe_pb2.NetParameter:
     """Parse a binary caffemodel; a missing or corrupt file is a :class:`ModelLibsError`."""
+    from ..inputs import read_bytes
+
     p = Path(path)
+    return parse_caffemodel(read_bytes(p, "caffemodel"), str(p))
+
+
+def _looks_like_text(data: bytes) -> bool:
+    head = data[:4096]
+    if not head or b"\x00" in head:
+        return False
     try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise ModelLibsError(f"{p}: cannot read ({exc.strerror})") from None
-    return parse_caffemodel(data, str(p))
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return any(w in text for w in ("layer", "name:", "input:", "{"))
 
 
 def parse_caffemodel(data: bytes, name: str = "caffemodel") -> caffe_pb2.NetParameter:
     """Parse caffemodel bytes (see :func:`read_caffemodel`)."""
     net = caffe_pb2.NetParameter()
+    if _looks_like_text(data):
+        raise ModelLibsError(f"{name}: is a text file (a prototxt?), expected a binary caffemodel")
     try:
         net.ParseFromString(data)
     except DecodeError as exc:
@@ -119,6 +130,15 @@ def parse_caffemodel(data: bytes, name: str = "caffemodel") -> caffe_pb2.NetPara
     if not data or not (len(net.layer) or len(net.layers)):
         raise ModelLibsError(f"{name}: not a caffemodel: it holds no layers")
     return net
+
+
+def is_caffemodel(path: Path) -> bool:
+    """A file that parses as a caffemodel (what ``weights init --out`` may replace)."""
+    try:
+        read_caffemodel(path)
+    except ModelLibsError:
+        return False
+    return True
 
 
 def caffemodel_bytes(net: caffe_pb2.NetParameter) -> bytes:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from ..cli import PROG, make_parser, run
+from ..cli import COUNT, NONNEGATIVE, PROG, SEED, make_parser, run
+from ..fsutil import Output
 from ..summary import load_net
-from .caffemodel import check, read_caffemodel, weight_table, write_caffemodel
+from .caffemodel import caffemodel_bytes, check, is_caffemodel, read_caffemodel, weight_table
 from .init import init_weights
 
 
@@ -24,18 +25,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", help="write an untrained caffemodel from the deploy net's fillers")
     p.add_argument("--deploy", required=True, help="deploy prototxt")
     p.add_argument("--out", required=True, help="caffemodel to write")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--legacy", action="store_true", help="store blob shapes in the legacy 4-D form")
     p.add_argument(
         "--randomize", action="store_true", help="perturb BatchNorm statistics and scales (for engine tests)"
     )
     p = sub.add_parser("show", help="list the blobs of a caffemodel")
     p.add_argument("weights")
-    p.add_argument("--limit", type=int, default=None, help="print at most this many blob rows")
+    p.add_argument("--limit", type=NONNEGATIVE, default=None, help="print at most this many blob rows")
     p = sub.add_parser("check", help="check a caffemodel against a deploy prototxt")
     p.add_argument("--deploy", required=True)
     p.add_argument("weights")
-    p.add_argument("--limit", type=int, default=10, help="problems listed per kind")
+    p.add_argument("--limit", type=COUNT, default=10, help="problems listed per kind")
     return ap
 
 
@@ -46,10 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _weights(args: argparse.Namespace) -> int:
     if args.cmd == "init":
-        net = init_weights(
-            load_net(args.deploy), seed=args.seed, randomize=args.randomize, legacy=args.legacy
-        )
-        path = write_caffemodel(args.out, net)
+        with Output(args.out, what="caffemodel", inputs=[args.deploy], recognise=is_caffemodel) as out:
+            net = init_weights(
+                load_net(args.deploy), seed=args.seed, randomize=args.randomize, legacy=args.legacy
+            )
+            path = out.write_bytes(caffemodel_bytes(net))
         n = sum(len(b.data) for layer in net.layer for b in layer.blobs)
         print(f"wrote {path}: {n:,} values, seed {args.seed}")
         return 0

@@ -60,13 +60,19 @@ class Detection:
 
 
 def read_image(path: PathLike):
-    """A BGR uint8 image from a file, or a :class:`ModelLibsError`."""
-    import cv2
+    """A BGR uint8 image from a file, or a :class:`ModelLibsError` (see :mod:`model_libs.inputs`:
+    read as bytes, so any file name works)."""
+    from ..inputs import read_image as _read
 
-    img = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ModelLibsError(f"{path}: cannot read image (missing file or unknown format)")
-    return img
+    return _read(path)
+
+
+def num_classes(deploy: caffe_pb2.NetParameter) -> int | None:
+    """``num_classes`` of the net's DetectionOutput (background included), if it has one."""
+    for layer in deploy.layer:
+        if layer.type == "DetectionOutput":
+            return int(layer.detection_output_param.num_classes)
+    return None
 
 
 def list_images(paths: Iterable[PathLike]) -> list[Path]:
@@ -212,6 +218,10 @@ class Detector:
     ) -> None:
         if batch_size < 1:
             raise ModelLibsError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0.0 <= threshold <= 1.0:  # also refuses NaN
+            raise ModelLibsError(f"threshold must be from 0 to 1, got {threshold}")
+        if not all(np.isfinite(v) for v in (*mean, scale)) or scale <= 0:
+            raise ModelLibsError(f"mean {list(mean)} and scale {scale} must be finite, scale above 0")
         if len(mean) != 3:
             raise ModelLibsError(f"mean must have 3 values (B, G, R), got {list(mean)}")
         self.engine_name, self.engine_reason = choose_engine(engine)
@@ -227,7 +237,13 @@ class Detector:
         if isinstance(labelmap, dict):
             self.names: dict[int, str] | None = dict(labelmap)
         elif labelmap is not None:
-            self.names = label_to_display_name(load_labelmap(labelmap))
+            from ..datasets.labelmap import check_labelmap_fits
+
+            lm = load_labelmap(labelmap)
+            n = num_classes(self.engine.deploy)
+            if n is not None:
+                check_labelmap_fits(lm, n, os.fspath(labelmap), "the deploy net")
+            self.names = label_to_display_name(lm)
         else:
             self.names = None
         self.mean = tuple(float(x) for x in mean)

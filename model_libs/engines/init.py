@@ -143,6 +143,8 @@ def init_arrays(
     ``caffe_statistics`` starts BatchNorm statistics at zero, as Caffe's BatchNorm layer does
     for a net trained from scratch (the first training step then sets the factor to 1).
     """
+    if seed < 0:
+        raise ModelLibsError(f"seed must be 0 or more (got {seed})")
     rng = np.random.default_rng(seed)
     by_name = {layer.name: layer for layer in deploy.layer}
     out: dict[str, list[np.ndarray]] = {}

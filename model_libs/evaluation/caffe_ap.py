@@ -2,13 +2,15 @@
 
 This mirrors, from the upstream SSD sources (weiliu89/caffe):
 
-* ``DetectionEvaluateLayer::Forward_cpu`` — for normalized boxes (no ``name_size_file``):
-  emits one row ``[-1, label, num_pos, -1, -1]`` per non-background class (num_pos counts
-  non-difficult boxes unless ``evaluate_difficult_gt``), then one row
-  ``[image_id, label, score, tp, fp]`` per detection. Detections of an (image, label) are sorted
-  by descending score, matched to the highest-IoU GT box of that label (IoU without the +1,
-  first box on ties, ``>= overlap_threshold``); a match to a difficult box (when not evaluating
-  difficult GT) gives tp = fp = 0; an already-matched box gives a false positive.
+* ``DetectionEvaluateLayer::Forward_cpu`` — emits one row ``[-1, label, num_pos, -1, -1]`` per
+  non-background class (num_pos counts non-difficult boxes unless ``evaluate_difficult_gt``),
+  then one row ``[image_id, label, score, tp, fp]`` per detection with a label (DetectionOutput's
+  "nothing found" rows, label -1, get none). Detections of an (image, label) are sorted by
+  descending score, matched to the highest-IoU GT box of that label (first box on ties,
+  ``>= overlap_threshold``); a match to a difficult box (when not evaluating difficult GT) gives
+  tp = fp = 0; an already-matched box gives a false positive. Without ``name_size_file`` boxes
+  are compared normalized (IoU without the +1); with it, in each original image's pixels
+  (``OutputBBox``, honouring ``resize_param``; Caffe's pixel IoU with the +1).
 * ``Solver::TestDetection`` — sums num_pos per label over rows with image_id -1, skips
   detection rows with tp == fp == 0, computes ``ComputeAP`` per label that has a num_pos row
   (labels with no detection rows are skipped but still counted in the denominator) and
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -176,23 +179,122 @@ def solver_map(rows: np.ndarray, ap_version: str = "11point") -> SolverResult:
 
 # ----------------------------------------------------------------------------- layer
 
+WARP, FIT_SMALL_SIZE, FIT_LARGE_SIZE_AND_PAD = 1, 2, 3  # ResizeParameter.Resize_mode
 
-def _jaccard_normalized(a: np.ndarray, b: np.ndarray) -> np.float32:
-    """Caffe's ``JaccardOverlap`` for normalized boxes (float32, no +1)."""
-    if b[0] > a[2] or b[2] < a[0] or b[1] > a[3] or b[3] < a[1]:
+
+def read_name_sizes(path: str | Path) -> list[tuple[int, int]]:
+    """``(height, width)`` per line ``name height width`` of a name/size file, in file order.
+
+    Reads as Caffe does (``while (infile >> name >> height >> width)``): whitespace-separated
+    triples up to the first one whose height or width is not an integer.
+    """
+    try:
+        tokens = Path(path).read_text().split()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelLibsError(f"{path}: cannot read the name/size file ({exc})") from None
+    out: list[tuple[int, int]] = []
+    for k in range(0, len(tokens) - 2, 3):
+        try:
+            out.append((int(tokens[k + 1]), int(tokens[k + 2])))
+        except ValueError:
+            break
+    return out
+
+
+def _size(b: np.ndarray, normalized: bool = True) -> np.float32:
+    """``BBoxSize``: 0 for an invalid box; ``+1`` widths when not normalized."""
+    if b[2] < b[0] or b[3] < b[1]:
         return _F(0)
-    iw = _F(min(a[2], b[2]) - max(a[0], b[0]))
-    ih = _F(min(a[3], b[3]) - max(a[1], b[1]))
+    w, h = _F(b[2] - b[0]), _F(b[3] - b[1])
+    if normalized:
+        return _F(w * h)
+    return _F(_F(w + _F(1)) * _F(h + _F(1)))
+
+
+def _clip(b: np.ndarray, height: float = 1.0, width: float = 1.0) -> tuple[np.ndarray, np.float32]:
+    """``ClipBBox``; the stored size is always the normalized formula, as in Caffe."""
+    hi = np.array([width, height, width, height], dtype=_F)
+    c = np.maximum(np.minimum(b, hi), _F(0)).astype(_F)
+    return c, _size(c)
+
+
+def _scale(b: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.float32]:
+    """``ScaleBBox``: to pixels; size with ``+1`` unless both dimensions are <= 1."""
+    s = (b * np.array([width, height, width, height], dtype=_F)).astype(_F)
+    return s, _size(s, normalized=not (width > 1 or height > 1))
+
+
+def _project(src: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """``ProjectBBox`` (clipped), or None where Caffe returns false without writing."""
+    if b[0] >= src[2] or b[2] <= src[0] or b[1] >= src[3] or b[3] <= src[1]:
+        return None
+    sw, sh = _F(src[2] - src[0]), _F(src[3] - src[1])
+    p = np.array(
+        [(b[0] - src[0]) / sw, (b[1] - src[1]) / sh, (b[2] - src[0]) / sw, (b[3] - src[1]) / sh], dtype=_F
+    )
+    return _clip(p)[0]
+
+
+def output_bbox(
+    box: np.ndarray, img_hw: tuple[int, int], resize: object | None = None
+) -> tuple[np.ndarray, np.float32]:
+    """Caffe's ``OutputBBox``: a normalized box in the original image's pixels, and its size.
+
+    ``resize`` is a ``ResizeParameter`` (``detection_evaluate_param.resize_param``) or None.
+    """
+    height, width = img_hw
+    b = np.asarray(box, dtype=_F)[:4]
+    mode = int(resize.resize_mode) if resize is not None else 0
+    if mode:
+        rh, rw = _F(resize.height), _F(resize.width)
+        if not (rh > 0 and rw > 0):
+            raise ModelLibsError(
+                f"resize_param needs height and width > 0 (has {resize.height}x{resize.width})"
+            )
+        r_aspect = _F(rw / rh)
+        aspect = _F(_F(width) / _F(height))
+        if mode == WARP:
+            return _scale(_clip(b)[0], height, width)
+        if mode == FIT_LARGE_SIZE_AND_PAD:
+            if aspect > r_aspect:
+                pad = _F(_F(rh - _F(rw / aspect)) / _F(2))
+                src = np.array([0, pad / rh, 1, _F(1) - _F(pad / rh)], dtype=_F)
+            else:
+                pad = _F(_F(rw - _F(rh * aspect)) / _F(2))
+                src = np.array([pad / rw, 0, _F(1) - _F(pad / rw), 1], dtype=_F)
+            proj = _project(src, b)
+            return _scale(_clip(b if proj is None else proj)[0], height, width)
+        if mode == FIT_SMALL_SIZE:
+            hs, ws = int(resize.height_scale), int(resize.width_scale)
+            if hs == 0 or ws == 0:
+                return _scale(_clip(b)[0], height, width)
+            return _clip(_scale(b, hs, ws)[0], _F(height), _F(width))
+        raise ModelLibsError(f"unknown resize_mode {mode}")
+    return _scale(_clip(b)[0], height, width)
+
+
+def _jaccard(a: np.ndarray, sa: np.float32, b: np.ndarray, sb: np.float32, normalized: bool) -> np.float32:
+    """Caffe's ``JaccardOverlap(bbox1, bbox2, normalized)`` with the boxes' stored sizes.
+
+    Not normalized, two disjoint boxes still "intersect" in the 1x1 pixel Caffe's
+    ``IntersectBBox`` returns for them, so their overlap is small but not 0.
+    """
+    if b[0] > a[2] or b[2] < a[0] or b[1] > a[3] or b[3] < a[1]:
+        inter_box = np.zeros(4, dtype=_F)
+    else:
+        inter_box = np.array([max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])], dtype=_F)
+    iw = _F(inter_box[2] - inter_box[0])
+    ih = _F(inter_box[3] - inter_box[1])
+    if not normalized:
+        iw, ih = _F(iw + _F(1)), _F(ih + _F(1))
     if not (iw > 0 and ih > 0):
         return _F(0)
     inter = _F(iw * ih)
 
-    def size(x: np.ndarray) -> np.float32:
-        if x[2] < x[0] or x[3] < x[1]:
-            return _F(0)
-        return _F(_F(x[2] - x[0]) * _F(x[3] - x[1]))
+    def stored(x: np.ndarray, s: np.float32) -> np.float32:
+        return _F(0) if (x[2] < x[0] or x[3] < x[1]) else s
 
-    return _F(inter / _F(_F(size(a) + size(b)) - inter))
+    return _F(inter / _F(_F(stored(a, sa) + stored(b, sb)) - inter))
 
 
 def detection_evaluate(
@@ -202,16 +304,26 @@ def detection_evaluate(
     background_label_id: int = 0,
     overlap_threshold: float = 0.5,
     evaluate_difficult_gt: bool = False,
+    sizes: Sequence[tuple[int, int]] | None = None,
+    resize: object | None = None,
+    start: int = 0,
 ) -> np.ndarray:
-    """Caffe's DetectionEvaluate layer (normalized boxes, one forward pass).
+    """Caffe's DetectionEvaluate layer (one forward pass).
 
     ``det``: (N, 7) ``[image_id, label, score, xmin, ymin, xmax, ymax]`` (DetectionOutput's
-    format; rows with label -1 are ignored). ``gt``: (M, 8) ``[image_id, label, instance_id,
-    xmin, ymin, xmax, ymax, difficult]``. Returns the (K, 5) rows the layer emits.
+    format; rows with label -1, DetectionOutput's "nothing found" rows, are ignored). ``gt``:
+    (M, 8) ``[image_id, label, instance_id, xmin, ymin, xmax, ymax, difficult]``. Returns the
+    (K, 5) rows the layer emits.
+
+    ``sizes`` (from ``name_size_file``, see :func:`read_name_sizes`): boxes are then compared
+    in each original image's pixels (``OutputBBox`` with ``resize``, Caffe's pixel overlap).
+    The k-th image that has detection rows in this pass uses ``sizes[(start + k) % len]`` -
+    Caffe's running ``count_``, which the caller advances by the number of such images.
     """
     det = np.asarray(det, dtype=_F).reshape(-1, 7)
     gt = np.asarray(gt, dtype=_F).reshape(-1, 8)
     thr = _F(overlap_threshold)
+    pixels = bool(sizes)
     # GetGroundTruth (LabelBBox version): stops at the first image_id -1 row.
     all_gt: dict[int, dict[int, list[np.ndarray]]] = {}
     for r in gt:
@@ -240,7 +352,8 @@ def detection_evaluate(
         if c == background_label_id:
             continue
         out.append([-1, c, num_pos.get(c, 0), -1, -1])
-    for item in sorted(all_det):
+    for k, item in enumerate(sorted(all_det)):
+        img_hw = sizes[(start + k) % len(sizes)] if pixels else None
         for label in sorted(all_det[item]):
             if label == -1:
                 continue
@@ -249,13 +362,18 @@ def detection_evaluate(
             if gts is None:
                 out.extend([item, label, float(b[2]), 0, 1] for b in boxes)
                 continue
+            if pixels:
+                gt_boxes = [output_bbox(g[3:7], img_hw, resize) for g in gts]
+            else:
+                gt_boxes = [(g[3:7], _size(g[3:7])) for g in gts]
             # std::sort by descending score (not stable; ties are rare in float scores).
             boxes = sorted(boxes, key=lambda b: -float(b[2]))
             visited = [False] * len(gts)
             for b in boxes:
+                box = output_bbox(b[3:7], img_hw, resize) if pixels else (b[3:7], _size(b[3:7]))
                 best, jmax = _F(-1), -1
-                for j, g in enumerate(gts):
-                    o = _jaccard_normalized(b[3:7], g[3:7])
+                for j, (g, sg) in enumerate(gt_boxes):
+                    o = _jaccard(box[0], box[1], g, sg, normalized=not pixels)
                     if o > best:
                         best, jmax = o, j
                 row = [item, label, float(b[2]), 0, 1]

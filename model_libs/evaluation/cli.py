@@ -11,11 +11,15 @@ eval compare A.json B.json [--names A B] [--json OUT]
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..cli import PROG, make_parser, run
+from ..cli import PROG, bounded, make_parser, run
 from ..errors import ModelLibsError
+from ..fsutil import Output, is_png
+from .report import is_report, report_json
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     v.add_argument("--labelmap", help="LabelMap prototxt: the classes to evaluate")
     v.add_argument("--prefix", default="comp4_det_test_", help="result file name prefix")
-    v.add_argument("--iou", type=float, default=0.5, help="overlap threshold (default 0.5)")
+    v.add_argument(
+        "--iou", type=bounded(float, 0, 1, lo_open=True), default=0.5, help="overlap threshold (default 0.5)"
+    )
     v.add_argument("--json", help="write {mAP, ap, ...} to this file")
     v.add_argument("--plots", help="write precision-recall PNGs into this folder")
 
@@ -57,11 +63,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _voc(args: argparse.Namespace) -> int:
-    from ..datasets.labelmap import foreground_names, label_to_name, load_labelmap
     from ..datasets.voc import parse_sets
-    from .report import format_table, plot_pr_curves, voc_report, write_json
-    from .results import read_json_detections, read_result_dir
-    from .voc import evaluate_voc, load_voc_ground_truth
 
     if args.lmdb:
         if args.root or args.image_set:
@@ -76,6 +78,31 @@ def _voc(args: argparse.Namespace) -> int:
             raise ModelLibsError(f"--set {args.image_set!r}: give one YEAR:SET, e.g. VOC2007:test")
     if not 0 < args.iou <= 1:
         raise ModelLibsError(f"--iou {args.iou}: must be in (0, 1]")
+    inputs = [args.root, args.lmdb, args.labelmap, args.results]
+    with contextlib.ExitStack() as stack:  # outputs checked and locked before any work
+        json_out = stack.enter_context(_json_output(args.json, inputs)) if args.json else None
+        plots = (
+            stack.enter_context(
+                Output(args.plots, kind="folder", what="plot", inputs=inputs, recognise=is_png)
+            )
+            if args.plots
+            else None
+        )
+        return _voc_scored(args, None if args.lmdb else sets, json_out, plots)
+
+
+def _json_output(path: str, inputs: list) -> Output:
+    return Output(path, what="report", inputs=inputs, recognise=is_report)
+
+
+def _voc_scored(
+    args: argparse.Namespace, sets: list | None, json_out: Output | None, plots: Output | None
+) -> int:
+    from ..datasets.labelmap import foreground_names, label_to_name, load_labelmap
+    from .report import format_table, plot_pr_curves, voc_report
+    from .results import read_json_detections, read_result_dir
+    from .voc import evaluate_voc, load_voc_ground_truth
+
     labelmap = load_labelmap(args.labelmap) if args.labelmap else None
     classes = foreground_names(labelmap) if labelmap is not None else None
     results = Path(args.results)
@@ -87,6 +114,9 @@ def _voc(args: argparse.Namespace) -> int:
                 raise ModelLibsError(f"{results}: class {unknown[0]!r} is not in the label map")
     else:
         dets = read_result_dir(results, classes, args.prefix)
+    for d in dets.values():
+        if (warning := d.inverted_report()) is not None:
+            print(f"warning: {warning}", file=sys.stderr)
     if args.lmdb:
         from .lmdb_gt import load_lmdb_ground_truth
 
@@ -105,34 +135,42 @@ def _voc(args: argparse.Namespace) -> int:
         ),
         end="",
     )
-    if args.json:
-        write_json(args.json, rep)
-    if args.plots:
-        plot_pr_curves(ev, args.plots)
+    if json_out is not None:
+        json_out.write_text(report_json(rep))
+    if plots is not None:
+        plot_pr_curves(ev, plots.path)
     return 0
 
 
 def _coco(args: argparse.Namespace) -> int:
     from .coco import evaluate_coco
-    from .report import coco_report, format_table, write_json
+    from .report import coco_report, format_table
 
-    ev = evaluate_coco(args.annotations, args.results)
-    rep = coco_report(ev, annotations=args.annotations, results=args.results)
-    print(format_table(rep, title="COCO bbox  AP@[.5:.95] per class"), end="")
-    if args.json:
-        write_json(args.json, rep)
+    with contextlib.ExitStack() as stack:
+        out = (
+            stack.enter_context(_json_output(args.json, [args.annotations, args.results]))
+            if args.json
+            else None
+        )
+        ev = evaluate_coco(args.annotations, args.results)
+        rep = coco_report(ev, annotations=args.annotations, results=args.results)
+        print(format_table(rep, title="COCO bbox  AP@[.5:.95] per class"), end="")
+        if out is not None:
+            out.write_text(report_json(rep))
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .report import compare_reports, format_comparison, load_report, write_json
+    from .report import compare_reports, format_comparison, load_report
 
-    a, b = load_report(args.a), load_report(args.b)
-    names = args.names or [Path(args.a).stem, Path(args.b).stem]
-    cmp = compare_reports(a, b)
-    print(format_comparison(cmp, *names), end="")
-    if args.json:
-        write_json(args.json, {"a": args.a, "b": args.b, **cmp})
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(_json_output(args.json, [args.a, args.b])) if args.json else None
+        a, b = load_report(args.a), load_report(args.b)
+        names = args.names or [Path(args.a).stem, Path(args.b).stem]
+        cmp = compare_reports(a, b)
+        print(format_comparison(cmp, *names), end="")
+        if out is not None:
+            out.write_text(report_json({"a": args.a, "b": args.b, **cmp}))
     return 0
 
 

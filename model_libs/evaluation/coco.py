@@ -86,6 +86,10 @@ def check_results(results: Any, image_ids: set, category_ids: set, source: str) 
             or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)
         ):
             raise ModelLibsError(f"{where}: bbox must be 4 finite numbers [x, y, width, height]")
+        if bbox[2] < 0 or bbox[3] < 0:
+            raise ModelLibsError(
+                f"{where}: bbox {bbox} has a negative width or height (COCO boxes are [x, y, width, height])"
+            )
         s = d["score"]
         if not isinstance(s, (int, float)) or not math.isfinite(s):
             raise ModelLibsError(f"{where}: score is {s!r}; scores must be finite numbers")

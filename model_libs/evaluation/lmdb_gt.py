@@ -74,6 +74,8 @@ def load_lmdb_ground_truth(
                     round(float(b.xmax) * w, 3),
                     round(float(b.ymax) * h, 3),
                 )
+                if box[2] < box[0] or box[3] < box[1]:
+                    raise ModelLibsError(f"{p}: record {key}: {name} box {box} is inverted (xmax < xmin)")
                 objs.append((name, box, bool(b.difficult)))
         out[img] = objs
     return out

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelLibsError
-from ..fsutil import atomic_write_bytes, atomic_write_text
+from ..fsutil import atomic_write_text
 from .coco import CocoEvaluation
 from .voc import VocEvaluation
 
@@ -67,9 +67,24 @@ def format_table(report: Mapping[str, Any], title: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report_json(report: Mapping[str, Any]) -> str:
+    """``report`` as the indented JSON text ``eval --json`` writes."""
+    return json.dumps(report, indent=2, sort_keys=False) + "\n"
+
+
 def write_json(path: str | os.PathLike, report: Mapping[str, Any]) -> Path:
     """Write ``report`` as indented JSON, atomically."""
-    return atomic_write_text(path, json.dumps(report, indent=2, sort_keys=False) + "\n")
+    return atomic_write_text(path, report_json(report))
+
+
+def is_report(path: Path) -> bool:
+    """A report or comparison this toolkit wrote (a JSON object with ``mAP``): what
+    ``--json`` may replace -- never another JSON file, such as annotations."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and "mAP" in doc
 
 
 def load_report(path: str | os.PathLike) -> dict[str, Any]:
@@ -137,39 +152,47 @@ def plot_pr_curves(ev: VocEvaluation, out_dir: str | os.PathLike) -> list[Path]:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    out = Path(out_dir)
+    from ..fsutil import Output, is_png
+
     written: list[Path] = []
+    folder = Output(out_dir, kind="folder", what="plot", recognise=is_png).open()
 
     def save(fig: Figure, name: str) -> None:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=80)
-        written.append(atomic_write_bytes(out / name, buf.getvalue()))
+        written.append(folder.write_bytes(buf.getvalue(), name))
 
-    fig_all = Figure(figsize=(7, 6))
-    ax_all = fig_all.add_subplot()
-    for c, r in ev.classes.items():
-        fig = Figure(figsize=(5, 4))
-        ax = fig.add_subplot()
-        ax.plot(r.recall, r.precision, "-", lw=1.5)
-        ax.set(
+    try:
+        names = [f"pr_{_safe_name(c)}.png" for c in ev.classes] + ["pr_all.png"]
+        for name in names:  # all of them may be written, before the first is
+            folder.check_file(name)
+        fig_all = Figure(figsize=(7, 6))
+        ax_all = fig_all.add_subplot()
+        for c, r in ev.classes.items():
+            fig = Figure(figsize=(5, 4))
+            ax = fig.add_subplot()
+            ax.plot(r.recall, r.precision, "-", lw=1.5)
+            ax.set(
+                xlim=(0, 1),
+                ylim=(0, 1.02),
+                xlabel="recall",
+                ylabel="precision",
+                title=f"{c}: AP {_fmt(r.ap)} ({ev.metric})",
+            )
+            ax.grid(True, alpha=0.3)
+            save(fig, f"pr_{_safe_name(c)}.png")
+            ax_all.plot(r.recall, r.precision, "-", lw=1, label=f"{c} {_fmt(r.ap)}")
+        ax_all.set(
             xlim=(0, 1),
             ylim=(0, 1.02),
             xlabel="recall",
             ylabel="precision",
-            title=f"{c}: AP {_fmt(r.ap)} ({ev.metric})",
+            title=f"mAP {_fmt(ev.mAP)} ({ev.metric})",
         )
-        ax.grid(True, alpha=0.3)
-        save(fig, f"pr_{_safe_name(c)}.png")
-        ax_all.plot(r.recall, r.precision, "-", lw=1, label=f"{c} {_fmt(r.ap)}")
-    ax_all.set(
-        xlim=(0, 1),
-        ylim=(0, 1.02),
-        xlabel="recall",
-        ylabel="precision",
-        title=f"mAP {_fmt(ev.mAP)} ({ev.metric})",
-    )
-    ax_all.grid(True, alpha=0.3)
-    if ev.classes:
-        ax_all.legend(fontsize=6, ncol=2, loc="lower left")
-    save(fig_all, "pr_all.png")
+        ax_all.grid(True, alpha=0.3)
+        if ev.classes:
+            ax_all.legend(fontsize=6, ncol=2, loc="lower left")
+        save(fig_all, "pr_all.png")
+    finally:
+        folder.close()
     return written

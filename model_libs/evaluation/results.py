@@ -23,7 +23,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,7 @@ class ClassDetections:
     source: str = "<memory>"
     lines: np.ndarray | None = None
     json_entries: bool = False
+    inverted: np.ndarray = field(init=False, repr=False)  # indices of boxes with xmax < xmin or ymax < ymin
 
     def __post_init__(self) -> None:
         self.image_ids = np.asarray(self.image_ids, dtype=object).reshape(-1)
@@ -72,6 +73,21 @@ class ClassDetections:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise ModelLibsError(f"{self.where(i)}: box {self.boxes[i].tolist()} is not finite")
+        # An inverted box can match nothing (the devkit's overlap is then <= 0): it scores 0
+        # without a word, and is almost always a format mix-up (x, y, width, height given for
+        # xmin, ymin, xmax, ymax). Kept, as the devkit keeps it, and reported (see ``inverted``).
+        inv = (self.boxes[:, 2] < self.boxes[:, 0]) | (self.boxes[:, 3] < self.boxes[:, 1])
+        self.inverted = np.flatnonzero(inv)
+
+    def inverted_report(self) -> str | None:
+        """A warning about inverted boxes (xmax < xmin or ymax < ymin), or None."""
+        if not len(self.inverted):
+            return None
+        i = int(self.inverted[0])
+        return (
+            f"{self.where(i)}: {len(self.inverted)} of {len(self)} boxes are inverted (the first: "
+            f"{self.boxes[i].tolist()}); they can match nothing: are they xmin ymin xmax ymax?"
+        )
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -179,9 +195,11 @@ def read_result_dir(
     classes are the file names found; finding none is an error.
     """
     found = find_result_files(directory, prefix)
+    if not found:  # a wrong --prefix would otherwise score every class 0 without a word
+        others = sorted(f.name for f in Path(directory).glob("*.txt"))[:3]
+        hint = f" (it holds {', '.join(others)}: check --prefix)" if others else ""
+        raise ModelLibsError(f"{directory}: no result files named {prefix}<class>.txt{hint}")
     if classes is None:
-        if not found:
-            raise ModelLibsError(f"{directory}: no result files named {prefix}<class>.txt found")
         return {c: read_result_file(p) for c, p in found.items()}
     classes = list(classes)
     unknown = sorted(set(found) - set(classes))

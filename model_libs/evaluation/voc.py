@@ -69,7 +69,13 @@ def load_voc_ground_truth(root: str | os.PathLike, year: str, image_set: str) ->
         base, year = base.parent, base.name
     gt = {}
     for i in split_ids(base, year, image_set):
-        ann = parse_voc_xml(base / year / "Annotations" / f"{i}.xml")
+        xml = base / year / "Annotations" / f"{i}.xml"
+        ann = parse_voc_xml(xml)
+        for k, o in enumerate(ann.objects):  # can match nothing: a broken annotation, not a 0
+            if o.xmax < o.xmin or o.ymax < o.ymin:
+                raise ModelLibsError(
+                    f"{xml}: object {k} ({o.name}) box {o.box} is inverted (xmax < xmin or ymax < ymin)"
+                )
         gt[i] = [(o.name, o.box, o.difficult) for o in ann.objects]
     return gt
 

@@ -25,6 +25,8 @@ with SSD Caffe's semantics, reading and writing ``.caffemodel`` files.
   ``(1, 1, G, 8)`` rows ``[item_id, group_label, instance_id, xmin, ymin, xmax, ymax,
   difficult]``; DetectionOutput gives ``(1, 1, D, 7)`` rows ``[image_id, label, score, xmin,
   ymin, xmax, ymax]``; DetectionEvaluate gives ``(1, 1, R, 5)`` rows as Caffe's.
+- ``bbox.py``: SSD Caffe's box arithmetic on batched tensors (overlap, encode/decode,
+  ``MatchBBox``), float32 operation for operation; used by ``ssd_layers.py``.
 - ``transform.py`` (numpy/OpenCV only) and ``data.py``: the AnnotatedData layer's reading
   and augmentation (``transform_param``, ``batch_sampler``) as the project's Caffe does it;
   ``data.py`` yields ``(data (N,3,H,W) float32, label (1,1,G,8))`` batches from DataLoader

@@ -18,8 +18,10 @@ _LR = re.compile(r"Iteration (\d+), lr = ([-+0-9.eE]+)")
 _TESTING = re.compile(r"Iteration (\d+), Testing net")
 _TEST_OUT = re.compile(r"Test net output #\d+: (\S+) = ([-+0-9.eEnaif]+)")
 _SNAPSHOT = re.compile(r"Snapshotting (?:solver state )?to (?:binary proto file )?(\S+)")
-# glog's fatal lines: "F0101 12:00:00.123456  4242 solver.cpp:123] Check failed: ..."
-_FATAL = re.compile(r"^F\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ (.*)$")
+# glog's lines: "F0101 12:00:00.123456  4242 solver.cpp:123] Check failed: ..." (newer glog
+# prints the year too: "F20260101 12:00:00.123456 ...")
+_GLOG = re.compile(r"^[IWEF](?:\d{8}|\d{4}) \d\d:\d\d:\d\d\.\d+\s+\d+ ")
+_FATAL = re.compile(r"^F(?:\d{8}|\d{4}) \d\d:\d\d:\d\d\.\d+\s+\d+ (.*)$")
 
 
 @dataclass
@@ -85,14 +87,20 @@ def caffe_failure(lines: Iterable[str]) -> str | None:
 
 def parse_log(path: str | Path) -> TrainLog:
     """Parse a whole Caffe log file."""
+    from ..inputs import read_bytes
+
     p = Path(path)
-    try:
-        text = p.read_text(errors="replace")
-    except OSError as exc:
-        raise ModelLibsError(f"{p}: cannot read log ({exc.strerror})") from None
+    data = read_bytes(p, "log", allow_empty=True)
+    if b"\x00" in data[:65536]:
+        raise ModelLibsError(f"{p}: is a binary file, not a Caffe log")
+    text = data.decode("utf-8", errors="replace")
     parser = LogParser()
+    glog = 0
     for line in text.splitlines():
         parser.feed(line)
+        glog += bool(_GLOG.match(line))
+    if not glog:
+        raise ModelLibsError(f"{p}: not a Caffe log (no line in glog's format)")
     return parser.log
 
 
@@ -111,14 +119,14 @@ def log_table(log: TrainLog) -> str:
     return "\n".join(rows)
 
 
-def plot_log(log: TrainLog, out_png: str | Path, title: str = "") -> Path:
+def plot_log(log: TrainLog, out_png: str | Path, title: str = "", inputs: Iterable = ()) -> Path:
     """Plot loss (log scale), learning rate and test mAP against iteration into one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..fsutil import atomic_write_bytes
+    from ..fsutil import Output, is_png
 
     fig, axes = plt.subplots(3, 1, figsize=(7, 8), sharex=True)
     if log.loss:
@@ -146,4 +154,5 @@ def plot_log(log: TrainLog, out_png: str | Path, title: str = "") -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    return atomic_write_bytes(out_png, buf.getvalue())
+    with Output(out_png, what="plot", inputs=inputs, recognise=is_png) as out:
+        return out.write_bytes(buf.getvalue())

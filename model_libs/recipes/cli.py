@@ -23,7 +23,8 @@ from ..dsod.nets import job_files
 from ..dsod.recipe import Recipe
 from ..errors import ModelLibsError
 from .gpus import resolve_gpus
-from .job import Job, caffe_command, check_inputs, list_snapshots, prune_snapshots, write_job
+from .job import Job, caffe_command, check_inputs, job_lock, prune_snapshots, write_job
+from .snapshots import Snapshot, newest_complete_snapshot
 from .train import run_caffe
 
 
@@ -88,15 +89,24 @@ def write_job_from_args(
         raise ModelLibsError("--resume and --weights exclude each other")
     snapshot = None
     if args.resume:
-        snaps = list_snapshots(job_files(r, out)["snapshot_prefix"])
-        if not snaps:
-            raise ModelLibsError(f"--resume: no solverstate for {r.model_name} in {out}")
-        snapshot = snaps[-1][1]
+        snapshot = resume_snapshot(job_files(r, out)["snapshot_prefix"]).state
     job = write_job(r, out, gpus, caffe_bin=caffe_bin, snapshot=snapshot, weights=args.weights)
     where = f"GPUs {','.join(map(str, gpus))}" if gpus else "CPU"
     written = ", ".join(job.files[k].name for k in ("train", "test", "deploy", "solver", "job"))
     print(f"{r.model_name}: wrote {written} in {job.out_dir} ({where})")
     return job, snapshot
+
+
+def resume_snapshot(prefix: Path, **kwargs) -> Snapshot:
+    """The newest complete snapshot of ``prefix`` for ``--resume`` (says which on stderr, and
+    which damaged newer ones it passed over); an error when there is none. ``kwargs`` go to
+    :func:`.snapshots.newest_complete_snapshot` (another trainer's state format)."""
+    choice = newest_complete_snapshot(prefix, **kwargs)
+    if choice.snapshot is None:
+        why = f" (skipped: {'; '.join(r for _, r in choice.skipped)})" if choice.skipped else ""
+        raise ModelLibsError(f"{prefix.parent}: --resume: no complete snapshot of {prefix.name}{why}")
+    print(f"resuming from {choice.describe()}", file=sys.stderr)
+    return choice.snapshot
 
 
 def build_parser(prog: str, dataset: str, models: Sequence[str]) -> argparse.ArgumentParser:
@@ -129,8 +139,13 @@ def _train(args: argparse.Namespace, dataset: str, models: Sequence[str]) -> int
 
     r, out, gpus = recipe_from_args(args, dataset, models)
     check_engine_arguments(args)
-    if args.engine == "torch":
-        return _train_torch(args, r, out, gpus)
+    with job_lock(out):  # one writer per job folder: a second run gets a clear error
+        if args.engine == "torch":
+            return _train_torch(args, r, out, gpus)
+        return _train_locked(args, r, out, gpus)
+
+
+def _train_locked(args: argparse.Namespace, r: Recipe, out: Path, gpus: list[int]) -> int:
     caffe_bin = None
     if not args.dry_run:
         if args.resume and args.weights:
@@ -208,5 +223,6 @@ __all__ = [
     "find_caffe_binary",
     "main",
     "recipe_from_args",
+    "resume_snapshot",
     "write_job_from_args",
 ]

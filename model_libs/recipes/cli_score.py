@@ -9,6 +9,7 @@ newest snapshot of the job in ``--out`` is scored.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from ..cli import PROG, make_parser, run
@@ -16,7 +17,7 @@ from ..dsod.models import MODELS
 from ..dsod.nets import job_files
 from ..errors import ModelLibsError
 from .cli import add_recipe_arguments, find_caffe_binary, recipe_from_args
-from .job import list_snapshots
+from .snapshots import newest_complete_snapshot
 
 
 def build_parser(
@@ -47,10 +48,11 @@ def score_args(args: argparse.Namespace, dataset: str | None = None, models: Seq
     r, out, gpus = recipe_from_args(args, dataset, models)
     weights = args.weights
     if weights is None:
-        snaps = [s for s in list_snapshots(job_files(r, out)["snapshot_prefix"]) if s[2]]
-        if not snaps:
-            raise ModelLibsError(f"{out}: no snapshot of {r.model_name}; give --weights")
-        weights = snaps[-1][2]
+        choice = newest_complete_snapshot(job_files(r, out)["snapshot_prefix"], state_check=None)
+        if choice.snapshot is None:
+            raise ModelLibsError(f"{out}: no complete snapshot of {r.model_name}; give --weights")
+        print(f"scoring {choice.describe()}", file=sys.stderr)
+        weights = choice.snapshot.model
     from .score import score
 
     result = score(r, weights, out / "score", find_caffe_binary(args.caffe, gpus), gpus, echo=args.verbose)

@@ -23,6 +23,7 @@ number of ranks (``iter_size = ceil(N / (batch x ranks))``, the official split).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -141,9 +142,21 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
     """Check everything, then train with the engine asked for."""
     job, gpus, state = prepare(args)
     log_file = Path(args.log) if args.log else job.default_log()
-    if args.engine == "caffe":
-        return train_caffe(job, args, gpus, state, log_file)
-    return train_torch(job, args, gpus, state, log_file, argv)
+    with _job_lock(job):
+        if args.engine == "caffe":
+            return train_caffe(job, args, gpus, state, log_file)
+        return train_torch(job, args, gpus, state, log_file, argv)
+
+
+def _job_lock(job: SolverJob):
+    """One training per snapshot folder (:func:`.job.job_lock`): taken by the process that
+    starts training -- not by the ranks it or torchrun start, which run under it."""
+    from .job import job_lock
+
+    rank = os.environ.get("RANK", "0")
+    if job.snapshot_prefix is None or os.environ.get(LAUNCHED) or rank not in ("", "0"):
+        return contextlib.nullcontext()
+    return job_lock(resolve(str(job.snapshot_prefix), job.solver_file).parent)
 
 
 # ----------------------------------------------------------------------------- caffe

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..dsod import nets
 from ..dsod.recipe import Recipe
 from ..errors import ModelLibsError
-from ..fsutil import atomic_write_text
+from ..fsutil import Output
 from . import snapshots
 
 
@@ -93,9 +93,11 @@ def write_job(
 ) -> Job:
     """Write train/test/deploy/solver prototxts and the job script into ``out_dir``."""
     out = Path(out_dir).resolve()
-    files = nets.write_nets(r, out, gpus)
-    cmd = caffe_command(caffe_bin, files["solver"], gpus, snapshot=snapshot, weights=weights)
-    atomic_write_text(files["job"], job_script(cmd, files["log"], os.getcwd()), executable=True)
+    with job_lock(out) as folder:
+        files = nets.write_nets(r, out, gpus)
+        cmd = caffe_command(caffe_bin, files["solver"], gpus, snapshot=snapshot, weights=weights)
+        folder.recognise = is_job_script
+        folder.write_text(job_script(cmd, files["log"], os.getcwd()), files["job"].name, executable=True)
     return Job(r, out, gpus, files)
 
 
@@ -109,8 +111,33 @@ _INPUTS = {
 
 
 def check_inputs(r: Recipe, fields: Sequence[str]) -> None:
-    """Refuse to start when an input of the recipe is missing (before Caffe is launched)."""
+    """Refuse to start when an input of the recipe is missing or unusable (before Caffe is
+    launched): LMDBs are checked as :func:`~model_libs.datasets.lmdb_io.check_lmdb_file` does
+    (a truncated one would crash Caffe), the label map must fit the net's ``num_classes``."""
+    from ..datasets.labelmap import check_labelmap_fits, load_labelmap
+    from ..datasets.lmdb_io import check_lmdb_file
+
     for name in fields:
         path = getattr(r, name)
         if not path or not Path(path).exists():
             raise ModelLibsError(f"{path}: {_INPUTS[name]} not found")
+        if name in ("train_data", "test_data"):
+            check_lmdb_file(path)
+        elif name == "label_map_file":
+            check_labelmap_fits(load_labelmap(path), r.num_classes, str(path), f"the {r.model} net")
+        elif Path(path).is_dir():
+            raise ModelLibsError(f"{path}: {_INPUTS[name]} is a folder, expected a file")
+
+
+def job_lock(out_dir: str | Path) -> Output:
+    """Hold this while writing into a job folder or training in it: a second writer of the
+    same job (another training, a job rewrite) gets a clear error instead of mixing snapshots."""
+    return Output(out_dir, kind="folder", what="job folder")
+
+
+def is_job_script(path: Path) -> bool:
+    """A job script as :func:`job_script` writes it (what a rewrite may replace)."""
+    try:
+        return path.read_bytes().startswith(b"#!/usr/bin/env bash\nset -o pipefail\ncd ")
+    except OSError:
+        return False

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import Sequence
 
 from ..cli import PROG, make_parser, run
+from ..fsutil import Output, is_png
 from .caffelog import log_table, parse_log, plot_log
 
 
@@ -17,10 +19,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    log = parse_log(args.log)
-    print(log_table(log))
-    if args.out:
-        print(f"wrote {plot_log(log, args.out, title=args.log)}")
+    with contextlib.ExitStack() as stack:
+        if args.out:  # checked and locked before the log is read
+            stack.enter_context(Output(args.out, what="plot", inputs=[args.log], recognise=is_png))
+        log = parse_log(args.log)
+        print(log_table(log))
+        if args.out:
+            print(f"wrote {plot_log(log, args.out, title=args.log, inputs=[args.log])}")
     return 0
 
 

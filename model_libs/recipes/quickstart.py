@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import ModelLibsError
+from ..fsutil import Output
 from .caffelog import plot_log
 from .job import caffe_command, list_snapshots, write_job
 from .score import ScoreResult, score
@@ -34,12 +35,41 @@ def run(
     verbose: bool = False,
 ) -> ScoreResult:
     """Run every step under ``out``; returns the score of the final snapshot."""
+    for name, value, low in (
+        ("iters", iters, 1),
+        ("batch", batch, 1),
+        ("train", n_train, 1),
+        ("test", n_test, 1),
+    ):
+        if value < low:
+            raise ModelLibsError(f"quickstart: --{name} must be at least {low} (got {value})")
+    if not 0 <= demo_images <= n_test:
+        raise ModelLibsError(
+            f"quickstart: --demo-images must be from 0 to --test ({n_test}), got {demo_images}"
+        )
+    started = time.monotonic()
+    with Output(out, kind="folder", what="quickstart folder") as folder:  # one quickstart per folder
+        return _run(
+            design, folder.path.resolve(), iters, batch, n_train, n_test, seed, demo_images, verbose, started
+        )
+
+
+def _run(
+    design: Callable,
+    out: Path,
+    iters: int,
+    batch: int,
+    n_train: int,
+    n_test: int,
+    seed: int,
+    demo_images: int,
+    verbose: bool,
+    started: float,
+) -> ScoreResult:
     from ..caffe_env import caffe_binary
     from ..datasets.synthetic import build_synthetic_lmdbs
 
-    started = time.monotonic()
     caffe_bin = str(caffe_binary())  # fails now, clearly, if Caffe is not built
-    out = Path(out).resolve()
     _step(f"1/5 synthetic dataset: {n_train} train + {n_test} test images -> {out / 'data'}")
     data = build_synthetic_lmdbs(
         out / "data", seed=seed, n_train=n_train, n_test=n_test, force=True, progress=None
@@ -78,17 +108,17 @@ def demo(
 
     from ..engines.detector import Detector, read_image
     from ..engines.draw import draw
-    from ..fsutil import atomic_write_bytes, ensure_writable_dir
+    from ..fsutil import is_png
 
     ids = (data.source.root / data.source.dataset / "ImageSets" / "Main" / "test.txt").read_text().split()
     images = [data.source.root / data.source.dataset / "JPEGImages" / f"{i}.jpg" for i in ids[:n]]
     det = Detector(deploy, weights, engine="opencv", labelmap=labelmap, threshold=threshold)
-    ensure_writable_dir(out_dir)
     written = []
-    for path, found in zip(images, det.detect(images)):
-        img = draw(read_image(path), found)
-        ok, png = cv2.imencode(".png", img)
-        if ok:
-            written.append(atomic_write_bytes(out_dir / f"{path.stem}.png", png.tobytes()))
-        print(f"{path.name}: " + (", ".join(f"{d.name} {d.score:.2f}" for d in found) or "nothing"))
+    with Output(out_dir, kind="folder", what="demo picture", inputs=images, recognise=is_png) as folder:
+        for path, found in zip(images, det.detect(images)):
+            img = draw(read_image(path), found)
+            ok, png = cv2.imencode(".png", img)
+            if ok:
+                written.append(folder.write_bytes(png.tobytes(), f"{path.stem}.png"))
+            print(f"{path.name}: " + (", ".join(f"{d.name} {d.score:.2f}" for d in found) or "nothing"))
     return written

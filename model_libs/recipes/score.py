@@ -18,7 +18,7 @@ from pathlib import Path
 from ..dsod import nets
 from ..dsod.recipe import Recipe
 from ..errors import ModelLibsError
-from ..fsutil import atomic_write_text, ensure_writable_dir
+from ..fsutil import Output, ensure_writable_dir
 from ..netspec import to_prototxt
 from .job import caffe_command, check_inputs
 from .train import run_caffe
@@ -54,15 +54,27 @@ def score(
     echo: bool = False,
 ) -> ScoreResult:
     """Run the test set through ``weights`` and return the mAPs (Caffe's and per class)."""
-    weights = Path(weights)
-    if not weights.is_file():
-        raise ModelLibsError(f"{weights}: snapshot not found")
+    from ..engines.caffemodel import read_caffemodel, require_match
+    from ..inputs import require_file
+
+    weights = require_file(weights, "snapshot")
     check_inputs(r, ("test_data", "label_map_file", "name_size_file"))
-    out = ensure_writable_dir(out_dir).resolve()
+    require_match(nets.deploy_net(r), read_caffemodel(weights), str(weights))
+    inputs = [weights, r.test_data, r.label_map_file, r.name_size_file]
+    with Output(
+        out_dir, kind="folder", what="scoring folder", inputs=inputs, recognise=nets.is_prototxt
+    ) as folder:
+        return _score(r, weights, folder, caffe_bin, gpus, echo)
+
+
+def _score(
+    r: Recipe, weights: Path, folder: Output, caffe_bin: str, gpus: list[int] | None, echo: bool
+) -> ScoreResult:
+    out = folder.path.resolve()
     r = copy.copy(r)
     r.output_result_dir = str(out / "results")
     r.test_initialization = True
-    ensure_writable_dir(r.output_result_dir)
+    ensure_writable_dir(r.output_result_dir, inputs=[weights])
     files = {
         "train": out / "train.prototxt",
         "test": out / "test.prototxt",
@@ -73,13 +85,13 @@ def score(
     # that scoring does not allocate a training batch (48 GRP images at 320x320 on the CPU
     # need more memory than many machines have).
     one = dataclasses.replace(r, batch_size=1, accum_batch_size=1)
-    atomic_write_text(files["train"], nets.net_text(nets.train_net(one, gpus)))
-    atomic_write_text(files["test"], nets.net_text(nets.test_net(r)))
+    folder.write_text(nets.net_text(nets.train_net(one, gpus)), files["train"].name)
+    folder.write_text(nets.net_text(nets.test_net(r)), files["test"].name)
     solver = nets.solver(r, str(files["train"]), str(files["test"]), str(out / "score"), gpus)
     solver.max_iter = 0
     solver.snapshot_after_train = False
     solver.display = 1
-    atomic_write_text(files["solver"], to_prototxt(solver) + "\n")
+    folder.write_text(to_prototxt(solver) + "\n", files["solver"].name)
     files["log"].unlink(missing_ok=True)
     cmd = caffe_command(caffe_bin, files["solver"], gpus or [], weights=weights)
     print("scoring: " + " ".join(cmd), file=sys.stderr)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ..errors import ModelLibsError
+from ..fsutil import held_lock_fds
 from .caffelog import LogParser, TrainLog, caffe_failure
 
 
@@ -88,8 +89,16 @@ def run_caffe(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     progress = Progress(max_iter, stream, echo)
     try:
+        # Caffe inherits the locks of the outputs it writes into (the job folder): if this
+        # process dies first, a second training of the same job is still refused.
         proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, cwd=cwd
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            cwd=cwd,
+            pass_fds=held_lock_fds(),
         )
     except OSError as exc:
         raise ModelLibsError(f"cannot start {cmd[0]}: {exc.strerror}") from None
