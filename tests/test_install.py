@@ -17,17 +17,20 @@ from model_libs.proto import caffe_pb2
 
 REPO = Path(__file__).resolve().parents[1]
 
+# ``python -m model_libs job`` for every released model/dataset pair (in one process: the
+# command's own entry point, called once per job).
 GENERATE = """
 import json, sys
 import model_libs
+from model_libs.__main__ import main
 from model_libs.dsod.models import VARIANTS
-from model_libs.recipes.cli import main
 
 jobs = []
 for model, v in VARIANTS.items():
     for dataset in v.datasets:
         out = f"jobs/{model}_{dataset}"
-        if main(["--dry-run", "--model", model, "--gpus", "0,1,2,3", "--out", out], dataset, (model,)) != 0:
+        argv = ["job", "--model", model, "--dataset", dataset, "--gpus", "0,1,2,3", "--out", out]
+        if main(argv) != 0:
             sys.exit(f"{model} {dataset} failed")
         jobs.append(out)
 print(json.dumps({"package": model_libs.__file__, "jobs": jobs}))
