@@ -116,3 +116,29 @@ def test_share_blobs_is_caffes_share_trained_layers():
     with torch.no_grad():
         train({"x": torch.randn(3, 3, 13, 11)})  # moves the statistics the test net reads
     assert float(test.layer("bn1").blob2) == 1.0
+
+
+def test_batch_other_than_declared():
+    """Engines feed any batch size (Caffe reshapes): a net declared for batch 1 gives, for a
+    batch of 3, what it gives each image alone (GRP's gate: two-bottom Scale, Reshape -1)."""
+    text = """
+    layer { name: "pool" type: "Pooling" bottom: "x" top: "pool"
+      pooling_param { pool: AVE global_pooling: true } }
+    layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc"
+      inner_product_param { num_output: 4 weight_filler { type: "xavier" } } }
+    layer { name: "sig" type: "Sigmoid" bottom: "fc" top: "fc" }
+    layer { name: "att" type: "Scale" bottom: "x" bottom: "fc" top: "att" scale_param { axis: 0 } }
+    layer { name: "g" type: "InnerProduct" bottom: "pool" top: "g"
+      inner_product_param { num_output: 1 weight_filler { type: "xavier" } } }
+    layer { name: "gr" type: "Reshape" bottom: "g" top: "gr" reshape_param { shape { dim: -1 } } }
+    layer { name: "gate" type: "Scale" bottom: "att" bottom: "gr" top: "gate" scale_param { axis: 0 } }
+    layer { name: "sum" type: "Eltwise" bottom: "x" bottom: "gate" top: "out" }
+    layer { name: "pb" type: "PriorBox" bottom: "x" bottom: "x" top: "pb" prior_box_param { min_size: 2 } }
+    """
+    net = CaffeNet(net_from_text(text, {"x": (1, 4, 5, 5)}), "TEST")
+    x = torch.randn(3, 4, 5, 5)
+    with torch.no_grad():
+        both = net({"x": x})
+        singles = [net({"x": x[i : i + 1]}) for i in range(3)]
+    assert torch.allclose(both["out"], torch.cat([s["out"] for s in singles]), atol=1e-6)
+    assert torch.equal(both["pb"], singles[0]["pb"])

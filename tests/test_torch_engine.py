@@ -8,9 +8,17 @@ import sys
 
 import numpy as np
 import pytest
-from _engines_fixtures import RAW_OUTPUTS, blob_differences, deploy, detection_differences, weights_net
+from _engines_fixtures import (
+    RAW_OUTPUTS,
+    blob_differences,
+    deploy,
+    detection_differences,
+    sample_images,
+    weights_net,
+)
 from _torch_support import raw_deploy, require_caffe, require_torch
 
+from model_libs.dsod import MODELS
 from model_libs.engines.opencv_engine import OpenCVEngine
 from model_libs.pytorch.net import CaffeNet
 from model_libs.pytorch.weights import load_caffemodel, save_caffemodel
@@ -24,16 +32,88 @@ def _batch(model: str, n: int = 2, seed: int = 42) -> np.ndarray:
     return np.random.default_rng(seed).normal(0, 60, (n, 3, shape[2], shape[3])).astype(np.float32)
 
 
-def test_torch_engine_matches_opencv_on_raw_outputs():
+def test_torch_engine_matches_opencv_outputs_and_detections():
     from model_libs.engines.torch_engine import TorchEngine
 
     model = "DSOD300_smallest"
-    net, w = raw_deploy(model), weights_net(model)
+    w = weights_net(model)
     x = _batch(model)
-    a = TorchEngine(net, w, device="cpu").forward(x, RAW_OUTPUTS)
-    b = OpenCVEngine(net, w).forward(x, RAW_OUTPUTS)
-    assert blob_differences(a, b) == []
+    names = [*RAW_OUTPUTS, "detection_out"]
+    a = TorchEngine(deploy(model), w, device="cpu").forward(x, names)
+    b = OpenCVEngine(deploy(model), w).forward(x, names)
+    assert blob_differences({k: a[k] for k in RAW_OUTPUTS}, {k: b[k] for k in RAW_OUTPUTS}) == []
     assert all(a[k].shape == b[k].shape for k in RAW_OUTPUTS)
+    assert len(b["detection_out"].reshape(-1, 7)) > 1, "random weights gave no detections"
+    assert detection_differences(a["detection_out"], b["detection_out"]) == []
+
+
+@pytest.mark.caffe
+@pytest.mark.slow
+@pytest.mark.parametrize("model", MODELS)
+def test_torch_engine_matches_caffe(model, tmp_path):
+    """Every DSOD variant: the torch engine's raw outputs and detections are Caffe's."""
+    from model_libs.engines.caffe_engine import CaffeEngine
+    from model_libs.engines.torch_engine import TorchEngine
+
+    require_caffe()
+    w = weights_net(model)
+    x = _batch(model)
+    names = [*RAW_OUTPUTS, "detection_out"]
+    a = TorchEngine(deploy(model), w, device="cpu").forward(x, names)
+    b = CaffeEngine(deploy(model), w).forward(x, names)
+    assert blob_differences({k: a[k] for k in RAW_OUTPUTS}, {k: b[k] for k in RAW_OUTPUTS}) == []
+    assert len(b["detection_out"].reshape(-1, 7)) > 1
+    assert detection_differences(a["detection_out"], b["detection_out"]) == []
+
+
+def test_detect_cli_with_the_torch_engine(tmp_path):
+    """``python -m model_libs detect --engine torch`` end to end: the same detections as
+    the OpenCV engine on the same images."""
+    import json
+
+    from model_libs.__main__ import main
+
+    model = "DSOD300_smallest"
+    w = tmp_path / "w.caffemodel"
+    w.write_bytes(weights_net(model).SerializeToString())
+    proto = tmp_path / "deploy.prototxt"
+    proto.write_text(str(deploy(model)))
+    import cv2
+
+    for i, img in enumerate(sample_images(2)):
+        cv2.imwrite(str(tmp_path / f"img{i}.png"), img)
+    out = {}
+    for engine in ("torch", "opencv"):
+        js = tmp_path / f"{engine}.json"
+        args = ["detect", "--engine", engine, "--deploy", str(proto), "--weights", str(w)]
+        assert (
+            main(
+                [
+                    *args,
+                    "--threshold",
+                    "0.01",
+                    "--json",
+                    str(js),
+                    str(tmp_path / "img0.png"),
+                    str(tmp_path / "img1.png"),
+                ]
+            )
+            == 0
+        )
+        out[engine] = json.loads(js.read_text())
+    assert out["torch"]["engine"] == "torch"
+
+    def rows(result):  # DetectionOutput-like rows: image, label, score, box in pixels
+        return np.array(
+            [
+                [i, d["label"], d["score"], *d["box"]]
+                for i, im in enumerate(result["images"])
+                for d in im["detections"]
+            ]
+        )
+
+    assert detection_differences(rows(out["torch"]), rows(out["opencv"])) == []
+    assert sum(len(x["detections"]) for x in out["torch"]["images"]) > 0
 
 
 @pytest.mark.caffe
@@ -98,13 +178,3 @@ def test_torch_engine_without_torch_is_one_clear_error(tmp_path):
         timeout=120,
     )
     assert r.returncode == 0, r.stderr
-
-
-@pytest.mark.parametrize("engine", ["torch"])
-def test_detect_cli_accepts_the_torch_engine(engine, tmp_path, capsys):
-    from model_libs.engines.cli_detect import main
-
-    with pytest.raises(SystemExit) as e:
-        main(["--engine", "nope", "--deploy", "d", "--weights", "w", "x"])
-    assert e.value.code == 2
-    assert engine in capsys.readouterr().err

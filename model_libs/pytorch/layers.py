@@ -295,19 +295,22 @@ class Scale(CaffeLayer):
             inner = self.blob_shapes[0]
         if b0[self.axis : self.axis + len(inner)] != list(inner):
             raise self.fail(f"scale shape {inner} does not match bottom {b0} from axis {self.axis}")
-        self.view_shape = [1] * self.axis + list(inner) + [1] * (len(b0) - self.axis - len(inner))
+        self.trailing = len(b0) - self.axis - len(inner)  # axes the scale is broadcast over
         self.two_bottoms = len(self.bottom_shapes) == 2
         self.has_bias = sp.bias_term
         # When the net fuses a BatchNorm before this layer, it asks for per-channel blobs.
         self.per_channel = not self.two_bottoms and self.axis == 1 and len(inner) == 1 and len(b0) >= 2
         self.add_blobs()
 
+    def _view(self, t: Tensor) -> Tensor:
+        # Shaped from the tensor given (the batch may differ from the declared one).
+        return t.reshape((1,) * self.axis + tuple(t.shape) + (1,) * self.trailing)
+
     def forward(self, x: Tensor, scale: Tensor | None = None) -> tuple[Tensor]:
-        s = (scale if self.two_bottoms else self.blob0).reshape(self.view_shape)
+        s = self._view(scale if self.two_bottoms else self.blob0)
         if not self.has_bias:
             return (x * s,)
-        bias = self.blob(self.n_blobs - 1).reshape(self.view_shape)
-        return (torch.addcmul(bias, x, s),)
+        return (torch.addcmul(self._view(self.blob(self.n_blobs - 1)), x, s),)
 
 
 class _NormalizeFn(torch.autograd.Function):
