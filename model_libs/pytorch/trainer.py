@@ -192,36 +192,23 @@ class Trainer:
     # ------------------------------------------------------------------ data
 
     def _reader(self, net: caffe_pb2.NetParameter, train: bool) -> Iterator[Batch]:
-        """The net's AnnotatedData layer as a DataLoader (:mod:`.data`): this rank's share
-        of the LMDB when training, the whole LMDB in order when testing. A resumed job
-        continues with the batches that follow its iteration (Caffe would restart the LMDB:
-        same records, but the seeded augmentation draws would repeat)."""
-        from ..summary import included
-        from .data import make_loader
+        """The net's AnnotatedData layer (:func:`.data.batches`): this rank's share of the
+        LMDB when training, the whole LMDB in order when testing. A resumed job continues
+        with the batches that follow its iteration (Caffe would restart the LMDB: the same
+        records, but the seeded augmentation draws would repeat)."""
+        from .data import batches
 
-        phase = "TRAIN" if train else "TEST"
-        layers = [
-            x for x in net.layer if x.type == "AnnotatedData" and included(x, caffe_pb2.Phase.Value(phase))
-        ]
-        if len(layers) != 1:
-            raise ModelLibsError(
-                f"net {net.name!r}: the torch engine reads one AnnotatedData layer, found {len(layers)}"
-            )
-        layer = layers[0]
         rank, world = (self.ctx.rank, self.ctx.world) if train else (0, 1)
-        loader = make_loader(
-            layer,
-            phase,
-            rank=rank,
-            world_size=world,
+        return batches(
+            net,
+            "TRAIN" if train else "TEST",
             seed=self.seed,
-            num_workers=self.opts.workers,
-            start_batch=self.iter * self.param.iter_size if train else 0,
-            pin_memory=self.device.type == "cuda",
-            source=resolve(layer.data_param.source, self.job.solver_file),
+            rank=rank,
+            world=world,
+            workers=self.opts.workers,
+            base=self.job.solver_file.parent,
+            start=self.iter * self.param.iter_size if train else 0,
         )
-        names = list(layer.top)
-        return (dict(zip(names, batch)) for batch in loader)
 
     def _to_device(self, batch: Batch) -> Batch:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
