@@ -34,7 +34,7 @@ from model_libs.datasets.annotated_datum import Box, build_annotated_datum
 from model_libs.datasets.lmdb_io import write_lmdb
 from model_libs.datasets.synthetic import render_image
 from model_libs.dsod.data_layer import MEAN_BGR, ssd_batch_sampler, train_transform
-from model_libs.netspec import to_prototxt
+from model_libs.netspec import assign_proto, to_prototxt
 from model_libs.proto import caffe_pb2
 
 
@@ -58,16 +58,6 @@ def make_lmdb(path: Path, n: int, voc_size: bool) -> Path:
     return path
 
 
-def _fill(msg, values: dict) -> None:
-    for k, v in values.items():
-        if isinstance(v, dict):
-            _fill(getattr(msg, k), v)
-        elif isinstance(v, list):
-            getattr(msg, k).extend(v)
-        else:
-            setattr(msg, k, v)
-
-
 def data_layer(
     name: str, source: Path, batch: int, transform: dict, samplers: list[dict]
 ) -> caffe_pb2.LayerParameter:
@@ -76,9 +66,8 @@ def data_layer(
     layer.data_param.source = str(source)
     layer.data_param.batch_size = batch
     layer.data_param.backend = caffe_pb2.DataParameter.LMDB
-    _fill(layer.transform_param, transform)
-    for s in samplers:
-        _fill(layer.annotated_data_param.batch_sampler.add(), s)
+    assign_proto(layer, "transform_param", transform)
+    assign_proto(layer.annotated_data_param, "batch_sampler", samplers)
     return layer
 
 

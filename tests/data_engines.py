@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_libs.netspec import to_prototxt
+from model_libs.netspec import assign_proto, to_prototxt
 from model_libs.proto import caffe_pb2
 from model_libs.summary import load_net
 
@@ -39,23 +39,11 @@ def data_net(
     layer.data_param.source = str(lmdb)
     layer.data_param.batch_size = batch
     layer.data_param.backend = caffe_pb2.DataParameter.LMDB
-    fill(layer.transform_param, transform)
-    for s in sampler or []:
-        fill(layer.annotated_data_param.batch_sampler.add(), s)
+    assign_proto(layer, "transform_param", transform)
+    assign_proto(layer.annotated_data_param, "batch_sampler", sampler or [])
     path = tmp / name
     path.write_text(to_prototxt(net) + "\n")
     return path
-
-
-def fill(msg, values: dict) -> None:
-    """Set a protobuf message's fields from a nested dict (lists extend repeated fields)."""
-    for k, v in values.items():
-        if isinstance(v, dict):
-            fill(getattr(msg, k), v)
-        elif isinstance(v, list):
-            getattr(msg, k).extend(v)
-        else:
-            setattr(msg, k, v)
 
 
 def data_layer(path: Path) -> caffe_pb2.LayerParameter:

@@ -41,6 +41,7 @@ from ..datasets.annotated_datum import parse_annotated_datum
 from ..datasets.lmdb_io import check_lmdb_pages, shared_env
 from ..errors import ModelLibsError
 from ..proto import caffe_pb2
+from ..summary import included
 from .transform import Boxes, TransformPlan, boxes_of, decode, label_blob
 
 DEFAULT_CACHE_BYTES = 512 << 20
@@ -269,14 +270,9 @@ def make_loader(
 
 
 def data_layer(net: caffe_pb2.NetParameter, phase: str) -> caffe_pb2.LayerParameter:
-    """The net's AnnotatedData layer for ``phase`` (its include/exclude phase rules)."""
-    want = caffe_pb2.Phase.Value(phase)
+    """The net's AnnotatedData layer in ``phase`` (Caffe's include/exclude rules)."""
     for layer in net.layer:
-        if layer.type != "AnnotatedData":
-            continue
-        included = not layer.include or any(r.phase == want for r in layer.include if r.HasField("phase"))
-        excluded = any(r.HasField("phase") and r.phase == want for r in layer.exclude)
-        if included and not excluded:
+        if layer.type == "AnnotatedData" and included(layer, caffe_pb2.Phase.Value(phase)):
             return layer
     raise ModelLibsError(f"net {net.name!r}: no AnnotatedData layer for the {phase} phase")
 

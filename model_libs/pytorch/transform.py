@@ -711,21 +711,20 @@ class SamplerTable:
     def satisfied(self, boxes: np.ndarray, objects: np.ndarray) -> np.ndarray:
         """SatisfySampleConstraint of every row's box against the objects."""
         ok = self.kind == 0
-        if len(objects) == 0 or ok.all():
+        if len(objects) == 0:
             return ok
-        s, o = boxes[:, None, :], objects[None, :, :]
-        inter_box = _intersect(s, o)
-        iw, ih = inter_box[..., 2] - inter_box[..., 0], inter_box[..., 3] - inter_box[..., 1]
-        area = iw * ih
-        s_size, o_size = _size(s), _size(o)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            jac = np.where((iw > 0) & (ih > 0), area / (s_size + o_size - area), F32(0))
-            inter = _size(inter_box)
-            s_cov = np.where(inter > 0, inter / s_size, F32(0))
-            o_cov = np.where(inter > 0, inter / o_size, F32(0))
-        v = np.select([self.kind[:, None] == 1, self.kind[:, None] == 2], [jac, s_cov], o_cov)
-        passed = ((v >= self.bounds[:, :1]) & (v <= self.bounds[:, 1:])).any(axis=1)
-        return ok | passed
+        measures = {
+            1: jaccard,
+            2: coverage,  # the share of the sample on an object
+            3: lambda s, o: coverage(o, s),  # the share of an object in the sample
+        }
+        for kind, measure in measures.items():
+            rows = self.kind == kind
+            if rows.any():
+                v = measure(boxes[rows][:, None, :], objects[None, :, :])
+                lo, hi = self.bounds[rows, :1], self.bounds[rows, 1:]
+                ok[rows] = ((v >= lo) & (v <= hi)).any(axis=1)
+        return ok
 
     def generate(self, objects: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """GenerateBatchSamples: per sampler, of its ``max_trials`` boxes the first
