@@ -25,20 +25,36 @@ def class_colour(label: int) -> tuple[int, int, int]:
 @dataclass(frozen=True)
 class DrawnBox:
     """One box to draw: class label (its colour), pixel corners, caption, and whether the
-    box is secondary (a difficult ground-truth box: thinner line)."""
+    box is secondary (a difficult ground-truth box: thinner line) or faint (ground truth
+    shown beside detections: a thin, half-transparent outline, no caption)."""
 
     label: int
     box: Sequence[float]  # xmin, ymin, xmax, ymax in pixels
     caption: str
     secondary: bool = False
+    faint: bool = False
+
+
+FAINT_ALPHA = 0.45  # opacity of faint boxes: visible, yet clearly behind the detections
 
 
 def draw_boxes(image: np.ndarray, boxes: Iterable[DrawnBox]) -> np.ndarray:
     """A copy of ``image`` (BGR uint8) with each box and its caption in the class colour."""
     import cv2
 
+    boxes = list(boxes)
     out = image.copy()
+    faint = [b for b in boxes if b.faint]
+    if faint:
+        # Faint boxes go first, blended, so that solid boxes and captions stay crisp on top.
+        overlay = out.copy()
+        for b in faint:
+            x0, y0, x1, y1 = (round(v) for v in b.box)
+            cv2.rectangle(overlay, (x0, y0), (x1, y1), class_colour(b.label), 1, cv2.LINE_AA)
+        out = cv2.addWeighted(overlay, FAINT_ALPHA, out, 1 - FAINT_ALPHA, 0)
     for b in boxes:
+        if b.faint:
+            continue
         colour = class_colour(b.label)
         x0, y0, x1, y1 = (round(v) for v in b.box)
         cv2.rectangle(out, (x0, y0), (x1, y1), colour, 1 if b.secondary else 2)
@@ -51,3 +67,37 @@ def draw_boxes(image: np.ndarray, boxes: Iterable[DrawnBox]) -> np.ndarray:
             out, b.caption, (x0, ty - base), cv2.FONT_HERSHEY_SIMPLEX, FONT_SCALE, (0, 0, 0), 1, cv2.LINE_AA
         )
     return out
+
+
+def contact_sheet(
+    images: Sequence[np.ndarray], captions: Sequence[str] = (), cols: int = 3, height: int = 256
+) -> np.ndarray:
+    """All ``images`` (BGR uint8) on one picture: each scaled to ``height`` pixels, laid out
+    ``cols`` per row on a dark background, with its caption under it."""
+    import cv2
+
+    if not images:
+        raise ValueError("a contact sheet needs at least one image")
+    cells = [cv2.resize(im, (max(1, round(im.shape[1] * height / im.shape[0])), height)) for im in images]
+    cell_w = max(c.shape[1] for c in cells)
+    caption_h = 22 if captions else 0
+    gap = 6
+    cols = max(1, min(cols, len(cells)))
+    rows = -(-len(cells) // cols)
+    sheet = np.full((gap + rows * (height + caption_h + gap), gap + cols * (cell_w + gap), 3), 32, np.uint8)
+    for i, cell in enumerate(cells):
+        r, c = divmod(i, cols)
+        y, x = gap + r * (height + caption_h + gap), gap + c * (cell_w + gap)
+        sheet[y : y + height, x : x + cell.shape[1]] = cell
+        if i < len(captions) and captions[i]:
+            cv2.putText(
+                sheet,
+                captions[i],
+                (x + 2, y + height + 16),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                FONT_SCALE,
+                (230, 230, 230),
+                1,
+                cv2.LINE_AA,
+            )
+    return sheet

@@ -32,90 +32,101 @@ def _design_net():
 pytestmark = [pytest.mark.slow, pytest.mark.caffe]
 
 
-@pytest.fixture(scope="module")
-def quickstart_run(caffe_bin, tmp_path_factory):
-    out = tmp_path_factory.mktemp("qs")
+QUICK = ["--iters", "300", "--train", "200", "--test", "50", "--demo-images", "3"]
+
+
+@pytest.fixture(scope="module", params=["torch", "caffe"])
+def quickstart_run(request, caffe_bin, tmp_path_factory):
+    """The quickstart at a short schedule, trained by each engine."""
+    if request.param == "torch":
+        pytest.importorskip("torch")
+    out = tmp_path_factory.mktemp(f"qs_{request.param}")
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples/dsod/quickstart.py"),
-            "--out",
-            str(out),
-            "--iters",
-            "300",
-            "--train",
-            "200",
-            "--test",
-            "50",
-            "--demo-images",
-            "3",
-        ],
+        [sys.executable, str(ROOT / "examples/dsod/quickstart.py"), "--out", str(out), *QUICK]
+        + ["--engine", request.param],
         capture_output=True,
         text=True,
         timeout=1500,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc
+    return request.param, out, proc
 
 
 @pytest.fixture(scope="module")
-def quick_data(quickstart_run):
-    """The quickstart's synthetic LMDBs (200 train, 50 test images), reused."""
-    from model_libs.datasets.synthetic import SyntheticLmdbs, SyntheticSet
+def quick_data(tmp_path_factory):
+    """The quickstart's synthetic LMDBs at the short schedule's size (200 train, 50 test)."""
+    from model_libs.datasets.synthetic import build_synthetic_lmdbs
 
-    d = quickstart_run[0] / "data"
-    src = SyntheticSet(d, "Synth", d / "labelmap_synth.prototxt", 200, 50, 0)
-    return SyntheticLmdbs(
-        src,
-        d / "lmdb/synth_trainval_lmdb",
-        d / "lmdb/synth_test_lmdb",
-        d / "test_name_size.txt",
-        d / "labelmap_synth.prototxt",
-    )
+    out = tmp_path_factory.mktemp("qs_data")
+    return build_synthetic_lmdbs(out / "data", seed=0, n_train=200, n_test=50, force=True, progress=None)
 
 
-FLOOR = 0.02  # an untrained net scores ~0.001-0.005 here (measured below)
-
-
-def test_quickstart_trains_scores_and_draws(quickstart_run):
-    from model_libs.recipes.caffelog import parse_log
-
-    out, proc = quickstart_run
-    last = proc.stdout.strip().splitlines()[-1]
-    assert last.startswith("mAP ")
-    trained = float(last.split()[1])
-    assert trained > FLOOR, proc.stdout
-    log = parse_log(next((out / "job").glob("*.log")))
-    first, final = log.loss[0][1], log.loss[-1][1]
-    assert final < 0.6 * first, (first, final)
-    demo = sorted((out / "demo").glob("*.png"))
-    assert len(demo) == 3 and all(p.stat().st_size > 1000 for p in demo)
-    assert (out / "training.png").read_bytes()[:4] == b"\x89PNG"
-    # Caffe's mAP (DetectionEvaluate, normalised boxes) and the toolkit's (VOC devkit rules on
-    # DetectionOutput's result files, pixel boxes) agree. Measured: 0.0734 vs 0.0706 (this
-    # run's settings, 50 test images) and 0.2343 vs 0.2349 (the same snapshot on its 200
-    # training images); the tolerance is 3.5x the larger gap.
-    maps = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith("mAP ("):
-            label, value = line.rsplit(None, 1)
-            maps[label] = float(value)
-    assert set(maps) == {"mAP (toolkit)", "mAP (Caffe, 11point)"}, proc.stdout
-    assert maps["mAP (Caffe, 11point)"] == pytest.approx(trained, abs=1e-4)
-    assert abs(maps["mAP (toolkit)"] - maps["mAP (Caffe, 11point)"]) < 0.01, maps
-
-
-def test_an_untrained_net_stays_below_the_floor(quick_data, caffe_bin, tmp_path):
+@pytest.fixture(scope="module")
+def untrained(quick_data, caffe_bin, tmp_path_factory):
+    """The score of the quickstart net with its initial (filler) weights, the official way."""
     from model_libs.dsod import nets
     from model_libs.engines.caffemodel import write_caffemodel
     from model_libs.engines.init import init_weights
     from model_libs.recipes.score import score
 
-    r = _design_net()(quick_data, tmp_path, 300, 8, 50)
-    weights = write_caffemodel(tmp_path / "untrained.caffemodel", init_weights(nets.deploy_net(r), seed=0))
-    result = score(r, weights, tmp_path / "score", caffe_bin)
-    assert result.caffe_map < FLOOR
-    assert result.toolkit_map is not None and abs(result.toolkit_map - result.caffe_map) < 0.01
+    tmp = tmp_path_factory.mktemp("untrained")
+    r = _design_net()(quick_data, tmp, 300, 8, 50)
+    weights = write_caffemodel(tmp / "untrained.caffemodel", init_weights(nets.deploy_net(r), seed=0))
+    return score(r, weights, tmp / "score", caffe_bin)
+
+
+# Measured at this schedule (300 iterations of batch 8, 200 training and 50 test images, the
+# default seed): the untrained net scores 0.0010 (Caffe) and 0.0010 (toolkit); trained, Caffe's
+# 11-point mAP is 0.0734 with Caffe as the engine and 0.127 with PyTorch. The margin asked of
+# a trained net is half the smaller measured gain.
+MARGIN = 0.035
+
+
+def _maps(stdout: str) -> dict[str, float]:
+    maps = {}
+    for line in stdout.splitlines():
+        if line.startswith("mAP ("):
+            label, value = line.rsplit(None, 1)
+            maps[label] = float(value)
+    return maps
+
+
+def test_quickstart_trains_scores_and_draws(quickstart_run, untrained):
+    from model_libs.recipes.caffelog import parse_log
+
+    engine, out, proc = quickstart_run
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1].startswith("mAP ")
+    trained = float(lines[-1].split()[1])
+    # the summary says which engine trained
+    words = {"torch": "with PyTorch", "caffe": "with the project's SSD Caffe"}[engine]
+    assert lines[-2].startswith("quickstart: trained 300 iterations " + words), lines[-2]
+    assert trained > untrained.caffe_map + MARGIN, (trained, untrained.caffe_map)
+    log = parse_log(next((out / "job").glob("*.log")))
+    first, final = log.loss[0][1], log.loss[-1][1]
+    assert final < 0.6 * first, (first, final)
+    assert log.last_iter == 300 and log.maps
+    # Caffe's mAP (DetectionEvaluate, normalised boxes) and the toolkit's (VOC devkit rules on
+    # DetectionOutput's result files, pixel boxes) agree within 0.02. Measured gaps: 0.0028
+    # (Caffe-trained) and 0.0006 (the same snapshot on its 200 training images).
+    maps = _maps(proc.stdout)
+    assert set(maps) == {"mAP (toolkit)", "mAP (Caffe, 11point)"}, proc.stdout
+    assert maps["mAP (Caffe, 11point)"] == pytest.approx(trained, abs=1e-4)
+    assert abs(maps["mAP (toolkit)"] - maps["mAP (Caffe, 11point)"]) < 0.02, maps
+    # the pictures: one per demo image and a contact sheet holding all three
+    import cv2
+
+    demo = sorted((out / "demo").glob("0*.png"))
+    assert len(demo) == 3
+    pictures = [cv2.imread(str(p)) for p in demo]
+    sheet = cv2.imread(str(out / "demo" / "contact_sheet.png"))
+    assert sheet is not None and sheet.shape[1] > sum(min(256, p.shape[1]) for p in pictures) * 0.9
+    assert (out / "training.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_untrained_net_stays_below_the_floor(untrained):
+    assert untrained.caffe_map < 0.02
+    assert untrained.toolkit_map is not None and abs(untrained.toolkit_map - untrained.caffe_map) < 0.01
 
 
 def test_resume_continues_from_the_solverstate(quick_data, caffe_bin, tmp_path):

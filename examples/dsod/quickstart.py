@@ -104,7 +104,14 @@ def build_parser():
     )
     ap.add_argument("--seed", type=SEED, default=0)
     ap.add_argument("--demo-images", type=NONNEGATIVE, default=6)
-    ap.add_argument("--verbose", action="store_true", help="print Caffe's raw log too")
+    ap.add_argument(
+        "--engine",
+        choices=("auto", "torch", "caffe"),
+        default="auto",
+        help="training engine: torch (PyTorch, the fastest), caffe (the project's SSD Caffe), "
+        "auto = torch when installed (default)",
+    )
+    ap.add_argument("--verbose", action="store_true", help="print the raw training log too")
     return ap
 
 
@@ -122,8 +129,10 @@ def quickstart(args) -> int:
         seed=args.seed,
         demo_images=args.demo_images,
         verbose=args.verbose,
+        engine=args.engine,
     )
-    print(f"mAP {result.caffe_map:.4f}")
+    print(result.summary())
+    print(f"mAP {result.score.caffe_map:.4f}")
     return 0
 
 

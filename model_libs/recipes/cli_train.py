@@ -251,10 +251,9 @@ def run_torch(
     job: SolverJob, args: argparse.Namespace, device: str, state: str | None, log_file: Path, ctx
 ) -> int:
     """One rank: build the trainer, then train, logging to ``log_file`` (rank 0)."""
-    from ..pytorch.trainer import CaffeLog, Trainer, TrainOptions
-    from .train import Progress
+    from ..pytorch.trainer import TrainOptions
+    from .train import Progress, run_torch_job
 
-    ctx.device(device)  # refuses CUDA without CUDA before the log is opened
     opts = TrainOptions(
         device=device,
         amp=args.amp,
@@ -264,25 +263,6 @@ def run_torch(
         workers=args.workers,
         accum_batch=args.accum_batch,
     )
-    if not ctx.is_root:
-        Trainer(job, opts, CaffeLog([], enabled=False), ctx).solve()
-        return 0
-    # The trainer is built (nets, weights, data readers checked) before the log is opened:
-    # a failure there leaves no file behind.
-    progress = Progress(job.max_iter, echo=args.verbose)
-    early: list[str] = []
-    caffe_log = CaffeLog([early.append, progress.feed])
-    trainer = Trainer(job, opts, caffe_log, ctx)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "a") as log:
-
-        def to_file(line: str) -> None:
-            log.write(line)
-            log.flush()
-
-        log.writelines(early)
-        caffe_log.sinks = [to_file, progress.feed]
-        print(f"training {job.solver_file} with PyTorch on {device} (log: {log_file})", file=sys.stderr)
-        trainer.solve()
-    progress.close()
+    progress = Progress(job.max_iter, echo=args.verbose) if ctx.is_root else None
+    run_torch_job(job, opts, log_file, progress, ctx)
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from ..errors import ModelLibsError
 from ..fsutil import Output, ensure_writable_dir
 from ..netspec import to_prototxt
 from .job import caffe_command, check_inputs
-from .train import run_caffe
+from .train import Progress, run_caffe
 
 
 @dataclass
@@ -52,6 +53,7 @@ def score(
     caffe_bin: str,
     gpus: list[int] | None = None,
     echo: bool = False,
+    quiet: bool = False,
 ) -> ScoreResult:
     """Run the test set through ``weights`` and return the mAPs (Caffe's and per class)."""
     from ..engines.caffemodel import read_caffemodel, require_match
@@ -64,11 +66,17 @@ def score(
     with Output(
         out_dir, kind="folder", what="scoring folder", inputs=inputs, recognise=nets.is_prototxt
     ) as folder:
-        return _score(r, weights, folder, caffe_bin, gpus, echo)
+        return _score(r, weights, folder, caffe_bin, gpus, echo, quiet)
 
 
 def _score(
-    r: Recipe, weights: Path, folder: Output, caffe_bin: str, gpus: list[int] | None, echo: bool
+    r: Recipe,
+    weights: Path,
+    folder: Output,
+    caffe_bin: str,
+    gpus: list[int] | None,
+    echo: bool,
+    quiet: bool = False,
 ) -> ScoreResult:
     out = folder.path.resolve()
     r = copy.copy(r)
@@ -94,8 +102,12 @@ def _score(
     folder.write_text(to_prototxt(solver) + "\n", files["solver"].name)
     files["log"].unlink(missing_ok=True)
     cmd = caffe_command(caffe_bin, files["solver"], gpus or [], weights=weights)
-    print("scoring: " + " ".join(cmd), file=sys.stderr)
-    log = run_caffe(cmd, files["log"], max_iter=0, echo=echo)
+    if quiet:  # the caller shows its own progress: Caffe's log only goes to the file
+        with open(os.devnull, "w") as devnull:
+            log = run_caffe(cmd, files["log"], max_iter=0, progress=Progress(0, stream=devnull))
+    else:
+        print("scoring: " + " ".join(cmd), file=sys.stderr)
+        log = run_caffe(cmd, files["log"], max_iter=0, echo=echo)
     if not log.maps:
         raise ModelLibsError(f"Caffe reported no detection_eval; see {files['log']}")
     result = ScoreResult(
