@@ -243,34 +243,66 @@ def open_lmdb(path: PathLike) -> lmdb.Environment:
         raise ModelLibsError(f"{shown(p)}: cannot open LMDB ({exc})") from None
 
 
+# py-lmdb allows one open environment per database and process, so readers share one.
+_SHARED: dict[str, tuple[tuple[int, int], lmdb.Environment]] = {}
+
+
+def _identity(p: Path) -> tuple[int, int]:
+    st = (p / "data.mdb" if p.is_dir() else p).stat()
+    return st.st_dev, st.st_ino
+
+
+def shared_env(path: PathLike) -> lmdb.Environment:
+    """This process's one read-only environment of the LMDB at ``path``, opened (after
+    :func:`check_lmdb_file`) on first use and reopened when the database was replaced (e.g.
+    rebuilt with ``--force``). Do not close it. Every shared environment is closed before the
+    process forks (an LMDB environment must not cross a fork); the next use reopens it."""
+    p = Path(path)
+    key = str(p.resolve())
+    held = _SHARED.get(key)
+    if held is not None:
+        try:
+            same = held[0] == _identity(p)
+        except OSError:
+            same = False
+        if same:
+            return held[1]
+        held[1].close()
+        del _SHARED[key]
+    env = open_lmdb(p)
+    _SHARED[key] = (_identity(p), env)
+    return env
+
+
+def _close_shared() -> None:
+    while _SHARED:
+        _SHARED.popitem()[1][1].close()
+
+
+os.register_at_fork(before=_close_shared)
+
+
 def count_records(path: PathLike) -> int:
     """Number of records in the LMDB."""
-    env = open_lmdb(path)
     try:
-        return int(env.stat()["entries"])
+        return int(shared_env(path).stat()["entries"])
     except lmdb.Error as exc:
         raise ModelLibsError(f"{shown(path)}: damaged LMDB ({exc})") from None
-    finally:
-        env.close()
 
 
 def iter_records(path: PathLike, limit: int | None = None) -> Iterator[tuple[str, bytes]]:
     """Yield ``(key, value)`` in key order (the order Caffe's DataLayer reads)."""
     check_lmdb_pages(path)
-    env = open_lmdb(path)
     where = shown(path)
-    try:
-        with env.begin(buffers=True) as txn:
-            cur = txn.cursor()
-            i = 0
-            try:
-                ok = cur.first()
-                while ok and (limit is None or i < limit):
-                    key = bytes(cur.key()).decode("utf-8", errors="replace")
-                    yield key, bytes(cur.value())
-                    i += 1
-                    ok = cur.next()
-            except lmdb.Error as exc:
-                raise ModelLibsError(f"{where}: damaged LMDB after {i} records ({exc})") from None
-    finally:
-        env.close()
+    with shared_env(path).begin(buffers=True) as txn:
+        cur = txn.cursor()
+        i = 0
+        try:
+            ok = cur.first()
+            while ok and (limit is None or i < limit):
+                key = bytes(cur.key()).decode("utf-8", errors="replace")
+                yield key, bytes(cur.value())
+                i += 1
+                ok = cur.next()
+        except lmdb.Error as exc:
+            raise ModelLibsError(f"{where}: damaged LMDB after {i} records ({exc})") from None
