@@ -110,7 +110,9 @@ def time_caffe(net, param, arrays, seconds: float, tmp: Path) -> list[float] | N
     caffe = import_caffe()
     caffe.set_mode_cpu()
     (tmp / "train.prototxt").write_text(str(net))
-    param = type(param)(param)
+    copy = type(param)()
+    copy.CopyFrom(param)
+    param = copy
     param.train_net = str(tmp / "train.prototxt")
     (tmp / "solver.prototxt").write_text(str(param))
     s = caffe.get_solver(str(tmp / "solver.prototxt"))

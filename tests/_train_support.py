@@ -129,3 +129,93 @@ def ddp_rank(rank: int, world: int, port: int, runs: list[tuple[str, str, str, b
         blobs = {f"{layer}/{i}": t.detach().numpy().copy() for layer, i, t, _, _ in trainer.net.named_blobs()}
         np.savez(Path(out) / f"rank{rank}.npz", **blobs)
     torch.distributed.destroy_process_group()
+
+
+def tiny_dsod(folder: Path, lmdb: Path, labelmap: Path, num_classes: int, batch: int = 2, size: int = 64):
+    """A small DSOD (dense stem, four 1-layer dense blocks, two sources at 1/8 and 1/16, BN
+    multibox head) trained at ``size`` on ``lmdb`` without augmentation (whole image, warped,
+    no mirror). Its smallest source keeps 16 values per channel per image: a BatchNorm over a
+    handful of values turns float rounding into large relative differences."""
+    import functools
+
+    from model_libs import P
+    from model_libs.dsod import Backbone, PriorConfig, Recipe, dsod_body
+    from model_libs.dsod.data_layer import MEAN_BGR
+
+    bb = Backbone(
+        stem=(8, 8, 16),
+        growth=8,
+        bottleneck_width=2,
+        blocks=(1, 1, 1, 1),
+        second_channels=16,
+        extra_channels=(),
+        sources=("First", "Second"),
+    )
+    priors = PriorConfig(
+        min_sizes=[f * size for f in (0.2, 0.5)],
+        max_sizes=[f * size for f in (0.5, 0.9)],
+        aspect_ratios=[[2], [2]],
+        steps=[8, 16],
+    )
+    plain = {
+        "mean_value": list(MEAN_BGR),
+        "resize_param": {
+            "prob": 1,
+            "resize_mode": P.Resize.WARP,
+            "height": size,
+            "width": size,
+            "interp_mode": [P.Resize.LINEAR],
+        },
+    }
+    return Recipe(
+        model="tiny",
+        dataset="T",
+        job_name="tiny",
+        model_name="tiny",
+        resize=(size, size),
+        num_classes=num_classes,
+        body=functools.partial(dsod_body, bb=bb),
+        priors=priors,
+        normalizations=[20] * 2,
+        train_data=str(lmdb),
+        test_data=str(lmdb),
+        label_map_file=str(labelmap),
+        name_size_file="",
+        output_result_dir=str(folder / "results"),
+        batch_sampler=[],
+        train_transform=plain,
+        batch_size=batch,
+        accum_batch_size=batch * 2,
+        test_batch_size=2,
+        num_test_image=4,
+        lr=0.01,
+        stepvalue=[1],
+        max_iter=2,
+        snapshot=0,
+        display=1,
+        test_interval=1000,
+        test_initialization=False,
+        random_seed=1,
+    )
+
+
+def textured_detection_lmdb(path: Path, n: int = 8, size: int = 96, num_classes: int = 4, seed: int = 0):
+    """``n`` PNG images with one or two boxes each, on noise. Flat images give many equal
+    activations and losses (ties in max pooling, in hard-negative ranking) that rounding then
+    breaks differently in two engines; measured here: flat images moved the stem's gradients
+    by ~5e-3 between the engines, textured ones by ~1e-5."""
+    from tests.caffe_support import annotated_datum, scene, write_lmdb
+
+    rng = np.random.default_rng(seed)
+    records = []
+    for _ in range(n):
+        boxes = []
+        for _ in range(int(rng.integers(1, 3))):
+            x0, y0 = rng.uniform(0.05, 0.5, 2)
+            bw, bh = rng.uniform(0.25, 0.45, 2)
+            label = int(rng.integers(1, num_classes))
+            boxes.append((label, float(x0), float(y0), float(x0 + bw), float(y0 + bh)))
+        colors = {b[0]: tuple(int(v) for v in rng.integers(0, 256, 3)) for b in boxes}
+        img = scene(size, size, boxes, colors=colors).astype(np.float32) + rng.normal(0, 20, (size, size, 3))
+        records.append(annotated_datum(np.clip(img, 0, 255).astype(np.uint8), boxes, ext=".png"))
+    return write_lmdb(path, records)

@@ -123,17 +123,6 @@ class _SmoothedLoss:
         return float(self.value)
 
 
-def _cycle(make: Callable[[], Iterator[Batch]]) -> Iterator[Batch]:
-    """Batches forever (a data layer wraps around its LMDB)."""
-    while True:
-        got = False
-        for b in make():
-            got = True
-            yield b
-        if not got:
-            raise ModelLibsError("the data source yields no batch")
-
-
 class Trainer:
     """One rank of a training job (see the module doc).
 
@@ -203,17 +192,22 @@ class Trainer:
     # ------------------------------------------------------------------ data
 
     def _reader(self, net: caffe_pb2.NetParameter, train: bool) -> Iterator[Batch]:
+        """The net's AnnotatedData layer (:func:`.data.batches`): this rank's share of the
+        LMDB when training, the whole LMDB in order when testing. A resumed job continues
+        with the batches that follow its iteration (Caffe would restart the LMDB: the same
+        records, but the seeded augmentation draws would repeat)."""
         from .data import batches
 
         rank, world = (self.ctx.rank, self.ctx.world) if train else (0, 1)
         return batches(
             net,
-            phase="TRAIN" if train else "TEST",
-            seed=self.seed + self.ctx.rank,
+            "TRAIN" if train else "TEST",
+            seed=self.seed,
             rank=rank,
             world=world,
             workers=self.opts.workers,
             base=self.job.solver_file.parent,
+            start=self.iter * self.param.iter_size if train else 0,
         )
 
     def _to_device(self, batch: Batch) -> Batch:
