@@ -2,7 +2,8 @@
 
     python bench/bench_deploy.py [--model DSOD300] [--batches 1 8] [--seconds 8] [--json OUT]
 
-For each engine (OpenCV DNN; Caffe when pycaffe is importable) and batch size: images/s,
+For each engine (OpenCV DNN; Caffe when pycaffe is importable; the PyTorch engine when
+torch is) and batch size: images/s,
 achieved GFLOP/s (FLOPs per image from ``model_libs.summary.summarize(...).flops``,
 multiply-add = 2) and the ratio to the machine's peak FP32 rate. Random weights (seeded);
 each configuration gets one warm-up pass, then timed passes until ``--seconds`` have
@@ -35,6 +36,7 @@ from model_libs.dsod import deploy_net, recipe
 from model_libs.engines.caffe_engine import caffe_available
 from model_libs.engines.caffemodel import caffemodel_bytes
 from model_libs.engines.init import init_weights
+from model_libs.engines.torch_engine import torch_available
 from model_libs.summary import summarize
 
 
@@ -98,7 +100,7 @@ def build_parser():
     ap.add_argument("--model", default="DSOD300")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--seconds", type=float, default=8.0, help="timed seconds per configuration")
-    ap.add_argument("--engines", nargs="+", default=["opencv", "caffe"])
+    ap.add_argument("--engines", nargs="+", default=["opencv", "caffe", "torch"])
     ap.add_argument("--json", help="also write the results as JSON")
     return ap
 
@@ -138,8 +140,14 @@ def _bench(args) -> int:
                 print("caffe: not importable here; skipped (build the project's Caffe to compare)")
                 results.append({"engine": "caffe", "available": False})
                 continue
+            if name == "torch" and not torch_available():
+                print("torch: PyTorch is not installed here; skipped")
+                results.append({"engine": "torch", "available": False})
+                continue
             if name == "opencv":
                 from model_libs.engines.opencv_engine import OpenCVEngine as Eng
+            elif name == "torch":
+                from model_libs.engines.torch_engine import TorchEngine as Eng
             else:
                 from model_libs.engines.caffe_engine import CaffeEngine as Eng
             t0 = time.perf_counter()

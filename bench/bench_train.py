@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -142,7 +143,13 @@ def time_torch(
 
 def build_parser():
     ap = make_parser("bench_train.py", __doc__.split("\n\n")[0])
-    ap.add_argument("--nets", nargs="+", default=["DSOD300", "quickstart"], choices=["DSOD300", "quickstart"])
+    ap.add_argument(
+        "--nets",
+        nargs="*",
+        default=["DSOD300", "quickstart"],
+        choices=["DSOD300", "quickstart"],
+        help="CPU nets (none: only the --device cuda section)",
+    )
     ap.add_argument("--dsod-batch", type=int, default=4, help="DSOD300 batch on the CPU (default 4)")
     ap.add_argument("--seconds", type=float, default=20.0, help="timed seconds per engine and net")
     ap.add_argument("--peak", type=float, default=None, help="FP32 peak GFLOP/s (default: cpuinfo)")
@@ -179,7 +186,8 @@ def _bench(args) -> int:
         f"FP32 FLOPs/cycle ({peak['isa']}) = {peak['peak_gflops']:.1f} GFLOP/s"
         + (f"; using --peak {args.peak:.1f}" if args.peak else "")
     )
-    print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads; load average {load:.1f}")
     results: list[dict] = []
     configs = {
         "DSOD300": lambda: (recipe("DSOD300"), args.dsod_batch),
@@ -221,6 +229,8 @@ def _bench(args) -> int:
 
     print()
     rows = [["net, batch", "Caffe images/s", "torch images/s", "torch/Caffe", "Caffe % peak", "torch % peak"]]
+    if not results:
+        rows = []
     for row in results:
         c, t = row.get("caffe"), row.get("torch")
         rows.append(
@@ -233,13 +243,14 @@ def _bench(args) -> int:
                 f"{100 * t['peak_ratio']:.1f}%" if t else "-",
             ]
         )
-    _table(rows)
+    if rows:
+        _table(rows)
 
     gpu = None
     if args.device == "cuda":
         gpu = bench_cuda(args)
     if args.json:
-        doc = {"cpu": peak, "peak_gflops": peak_gflops, "results": results, "cuda": gpu}
+        doc = {"cpu": peak, "peak_gflops": peak_gflops, "load": load, "results": results, "cuda": gpu}
         Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
     return 0
 

@@ -12,7 +12,10 @@ pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
 
-def test_bench_data_smoke(tmp_path, capsys):
+def test_bench_data_smoke(tmp_path, capsys, monkeypatch):
+    # bench_data quiets glog through os.environ; keep that from leaking into later tests'
+    # Caffe subprocesses (their logs would lose the INFO lines the log parser reads).
+    monkeypatch.setenv("GLOG_minloglevel", "2")
     path = Path(__file__).resolve().parents[1] / "bench" / "bench_data.py"
     spec = importlib.util.spec_from_file_location("bench_data", path)
     mod = importlib.util.module_from_spec(spec)

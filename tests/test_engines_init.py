@@ -44,6 +44,13 @@ def test_msra_gaussian_constant_uniform():
         fill(_filler(type="nope"), [1], rng)
 
 
+def test_sparse_gaussian_keeps_sparse_over_num_outputs():
+    rng = np.random.default_rng(2)
+    a = fill(_filler(type="gaussian", std=1, sparse=5), [20, 5000], rng)
+    assert abs((a != 0).mean() - 5 / 20) < 0.01  # Caffe: Bernoulli(sparse / num) mask
+    assert abs(a[a != 0].std() - 1) < 0.02
+
+
 def test_bilinear_matches_caffe_formula():
     # Caffe's BilinearFiller for a 4x4 kernel (f=2, c=0.75): 1-D profile .25 .75 .75 .25
     k = bilinear_kernel([2, 3, 4, 4])

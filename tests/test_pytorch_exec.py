@@ -106,6 +106,14 @@ def test_requested_outputs_only():
         some = net({"x": x}, ["out", "p"])
     assert set(some) == {"out", "p"} and torch.equal(some["out"], all_tops["out"])
     assert {"c1", "b1", "cat", "n"} <= set(all_tops)
+    # TEST runs only what the outputs need; TRAIN runs every layer (statistics move).
+    for phase, head_runs in (("TEST", 0), ("TRAIN", 1)):
+        net = CaffeNet(_net(), phase)
+        calls = []
+        net.layer("h").register_forward_hook(lambda *a, calls=calls: calls.append(1))
+        with torch.no_grad():
+            p = net({"x": x}, ["p"])["p"]
+        assert len(calls) == head_runs and p.shape == (3, 12, 4, 3)
 
 
 def test_share_blobs_is_caffes_share_trained_layers():

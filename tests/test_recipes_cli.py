@@ -169,3 +169,24 @@ def test_uneven_gpu_splits_as_the_official_scripts(tmp_path, model, gpus, per_de
     assert f"--gpu {gpus}" in next(out.glob("*.sh")).read_text()
     test = _read(out / "test.prototxt", caffe_pb2.NetParameter())
     assert test.layer[0].data_param.batch_size == 2  # the test batch is not split
+
+
+def test_engine_torch_dry_run_and_refusals(tmp_path, capsys):
+    """--engine torch writes the same job (the split for the GPUs given); torch-only options
+    with --engine caffe, and missing LMDBs with --engine torch, stop before anything is written."""
+    out = tmp_path / "t"
+    args = ["--engine", "torch", "--gpus", "0,1", "--dry-run", "--out", str(out)]
+    assert main(args, "VOC0712", VOC_MODELS) == 0
+    same = tmp_path / "c"
+    assert main(["--gpus", "0,1", "--dry-run", "--out", str(same)], "VOC0712", VOC_MODELS) == 0
+    assert (out / "solver.prototxt").read_text() == (same / "solver.prototxt").read_text().replace(
+        str(same), str(out)
+    )
+    capsys.readouterr()
+    never = tmp_path / "never"
+    assert main(["--amp", "bf16", "--dry-run", "--out", str(never)], "VOC0712", VOC_MODELS) == 2
+    assert "--amp: only with --engine torch" in capsys.readouterr().err
+    args = ["--engine", "torch", "--gpus", "cpu", "--out", str(never), "--data-root", str(tmp_path)]
+    code = main(args, "VOC0712", VOC_MODELS)
+    assert code == 2 and "training LMDB not found" in capsys.readouterr().err
+    assert not never.exists()

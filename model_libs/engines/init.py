@@ -4,7 +4,7 @@
 blob shapes come from :func:`model_libs.summary.summarize`; values follow each layer's
 filler with Caffe's semantics:
 
-- ``constant`` (value), ``uniform`` (min, max), ``gaussian`` (mean, std),
+- ``constant`` (value), ``uniform`` (min, max), ``gaussian`` (mean, std, ``sparse``),
   ``positive_unitball``;
 - ``xavier``: uniform in ±sqrt(3 / n), ``msra``: gaussian with std sqrt(2 / n), where
   n = fan_in = count / shape[0] (Caffe's FAN_IN default), fan_out = count / shape[1] or
@@ -73,7 +73,12 @@ def fill(filler: caffe_pb2.FillerParameter, shape: list[int], rng: np.random.Gen
     if t == "uniform":
         return rng.uniform(filler.min, filler.max, size=shape).astype(np.float32)
     if t == "gaussian":
-        return rng.normal(filler.mean, filler.std, size=shape).astype(np.float32)
+        a = rng.normal(filler.mean, filler.std, size=shape)
+        if filler.sparse >= 0:  # Caffe keeps each value with probability sparse / shape[0]
+            if not shape:
+                raise ModelLibsError("a sparse gaussian filler needs a blob with at least one axis")
+            a *= rng.random(size=shape) < filler.sparse / shape[0]
+        return a.astype(np.float32)
     if t == "positive_unitball":
         a = rng.uniform(0, 1, size=shape)
         rows = a.reshape(shape[0], -1) if shape else a.reshape(1, -1)

@@ -715,6 +715,10 @@ class PriorBox(CaffeLayer):
             raise self.fail("max_size must be greater than min_size")
         if len(p.variance) not in (0, 1, 4):
             raise self.fail(f"needs 1 or 4 variance values, got {len(p.variance)}")
+        if p.HasField("img_size") and (p.HasField("img_h") or p.HasField("img_w")):
+            raise self.fail("give img_size or img_h/img_w, not both")
+        if p.HasField("step") and (p.HasField("step_h") or p.HasField("step_w")):
+            raise self.fail("give step or step_h/step_w, not both")
         self.param = caffe_pb2.PriorBoxParameter()
         self.param.CopyFrom(p)
         self._cache: dict[tuple, Tensor] = {}

@@ -246,7 +246,9 @@ class CaffeNet(nn.Module):
 
     def forward(self, inputs: dict[str, Tensor], outputs: Sequence[str] | None = None) -> dict[str, Tensor]:
         """Run the net on ``inputs`` (one tensor per input name); every top by name, or only
-        ``outputs`` (then intermediate blobs are freed as soon as no later layer reads them)."""
+        ``outputs``: then intermediate blobs are freed as soon as no later layer reads them,
+        and in the TEST phase layers that none of ``outputs`` depends on are not run (in
+        TRAIN every layer runs, as in Caffe: BatchNorm layers update their statistics)."""
         if _ALLOCATOR_TUNED is None:
             tune_cpu_allocator()
         missing = [n for n in self.input_names if n not in inputs]
@@ -258,37 +260,46 @@ class CaffeNet(nn.Module):
             if self.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             blobs[n] = x
-        release: list[tuple[str, ...]] = []
+        steps: list[tuple[_Step, tuple[str, ...]]] = [(s, ()) for s in self._steps]
         if outputs is not None:
             unknown = [o for o in outputs if o not in self.blob_shapes]
             if unknown:
                 raise ModelLibsError(f"net {self.net_param.name!r} has no blob(s) {', '.join(unknown)}")
-            release = self._release_plan(tuple(outputs))
+            steps = self._output_plan(tuple(outputs))
         device = next(iter(blobs.values())).device.type if blobs else "cpu"
         ctx = torch.autocast(device, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         with ctx:
-            for k, step in enumerate(self._steps):
+            for step, release in steps:
                 step(blobs)
-                if release:
-                    for name in release[k]:
-                        blobs.pop(name, None)
+                for name in release:
+                    blobs.pop(name, None)
         if outputs is not None:
             return {o: blobs[o] for o in outputs}
         return blobs
 
-    def _release_plan(self, outputs: tuple[str, ...]) -> list[tuple[str, ...]]:
-        cache = self.__dict__.setdefault("_release_cache", {})
+    def _output_plan(self, outputs: tuple[str, ...]) -> list[tuple[_Step, tuple[str, ...]]]:
+        """(step, blobs to free after it) for the steps that ``outputs`` need (all in TRAIN)."""
+        cache = self.__dict__.setdefault("_plan_cache", {})
         plan = cache.get(outputs)
         if plan is None:
+            keep = [True] * len(self._steps)
+            if self.phase == "TEST":
+                needed = set(outputs)
+                for k in range(len(self._steps) - 1, -1, -1):
+                    step = self._steps[k]
+                    keep[k] = any(t in needed for t in step.tops)
+                    if keep[k]:
+                        needed.update(step.bottoms)
+            kept = [s for s, k in zip(self._steps, keep) if k]
             last: dict[str, int] = {}
-            for k, step in enumerate(self._steps):
+            for k, step in enumerate(kept):
                 for name in (*step.bottoms, *step.tops):
                     last[name] = k
-            plan = [[] for _ in self._steps]
+            release: list[list[str]] = [[] for _ in kept]
             for name, k in last.items():
                 if name not in outputs:
-                    plan[k].append(name)
-            plan = cache[outputs] = [tuple(p) for p in plan]
+                    release[k].append(name)
+            plan = cache[outputs] = [(s, tuple(r)) for s, r in zip(kept, release)]
         return plan
 
     def loss(self, tops: dict[str, Tensor]) -> Tensor:
