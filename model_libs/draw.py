@@ -26,7 +26,7 @@ def class_colour(label: int) -> tuple[int, int, int]:
 class DrawnBox:
     """One box to draw: class label (its colour), pixel corners, caption, and whether the
     box is secondary (a difficult ground-truth box: thinner line) or faint (ground truth
-    shown beside detections: a thin, half-transparent outline, no caption)."""
+    shown beside detections: a thin, dashed, half-transparent outline, no caption)."""
 
     label: int
     box: Sequence[float]  # xmin, ymin, xmax, ymax in pixels
@@ -35,7 +35,21 @@ class DrawnBox:
     faint: bool = False
 
 
-FAINT_ALPHA = 0.45  # opacity of faint boxes: visible, yet clearly behind the detections
+FAINT_ALPHA = 0.7  # opacity of faint boxes: visible, yet clearly behind the detections
+DASH = 4  # pixels drawn, then skipped, along a faint box's outline
+
+
+def _dashed_rectangle(img: np.ndarray, box: Sequence[int], colour: tuple[int, int, int]) -> None:
+    import cv2
+
+    x0, y0, x1, y1 = box
+    for a, b in (((x0, y0), (x1, y0)), ((x1, y0), (x1, y1)), ((x1, y1), (x0, y1)), ((x0, y1), (x0, y0))):
+        n = max(abs(b[0] - a[0]), abs(b[1] - a[1]), 1)
+        for t in range(0, n + 1, 2 * DASH):
+            u = min(t + DASH, n)
+            p = (a[0] + (b[0] - a[0]) * t // n, a[1] + (b[1] - a[1]) * t // n)
+            q = (a[0] + (b[0] - a[0]) * u // n, a[1] + (b[1] - a[1]) * u // n)
+            cv2.line(img, p, q, colour, 1)
 
 
 def draw_boxes(image: np.ndarray, boxes: Iterable[DrawnBox]) -> np.ndarray:
@@ -49,8 +63,7 @@ def draw_boxes(image: np.ndarray, boxes: Iterable[DrawnBox]) -> np.ndarray:
         # Faint boxes go first, blended, so that solid boxes and captions stay crisp on top.
         overlay = out.copy()
         for b in faint:
-            x0, y0, x1, y1 = (round(v) for v in b.box)
-            cv2.rectangle(overlay, (x0, y0), (x1, y1), class_colour(b.label), 1, cv2.LINE_AA)
+            _dashed_rectangle(overlay, [round(v) for v in b.box], class_colour(b.label))
         out = cv2.addWeighted(overlay, FAINT_ALPHA, out, 1 - FAINT_ALPHA, 0)
     for b in boxes:
         if b.faint:
@@ -70,10 +83,14 @@ def draw_boxes(image: np.ndarray, boxes: Iterable[DrawnBox]) -> np.ndarray:
 
 
 def contact_sheet(
-    images: Sequence[np.ndarray], captions: Sequence[str] = (), cols: int = 3, height: int = 256
+    images: Sequence[np.ndarray],
+    captions: Sequence[str] = (),
+    cols: int = 3,
+    height: int = 256,
+    title: str = "",
 ) -> np.ndarray:
     """All ``images`` (BGR uint8) on one picture: each scaled to ``height`` pixels, laid out
-    ``cols`` per row on a dark background, with its caption under it."""
+    ``cols`` per row on a dark background, with its caption under it and ``title`` above."""
     import cv2
 
     if not images:
@@ -84,10 +101,16 @@ def contact_sheet(
     gap = 6
     cols = max(1, min(cols, len(cells)))
     rows = -(-len(cells) // cols)
-    sheet = np.full((gap + rows * (height + caption_h + gap), gap + cols * (cell_w + gap), 3), 32, np.uint8)
+    top = 26 if title else 0
+    shape = (top + gap + rows * (height + caption_h + gap), gap + cols * (cell_w + gap), 3)
+    sheet = np.full(shape, 32, np.uint8)
+    if title:
+        cv2.putText(
+            sheet, title, (gap + 2, 18), cv2.FONT_HERSHEY_SIMPLEX, FONT_SCALE, (230, 230, 230), 1, cv2.LINE_AA
+        )
     for i, cell in enumerate(cells):
         r, c = divmod(i, cols)
-        y, x = gap + r * (height + caption_h + gap), gap + c * (cell_w + gap)
+        y, x = top + gap + r * (height + caption_h + gap), gap + c * (cell_w + gap)
         sheet[y : y + height, x : x + cell.shape[1]] = cell
         if i < len(captions) and captions[i]:
             cv2.putText(

@@ -5,9 +5,13 @@
 2. design a small DSOD-style detector with the public model_libs API (this part is the
    "design your own net" example: a dense stem, dense blocks with bottlenecks, transitions
    without pooling, the dense prediction structure and the BN multibox head);
-3. train it with the project's Caffe (progress shown, raw log kept);
-4. score the final snapshot the official way (Caffe's DetectionEvaluate mAP) and per class;
-5. run the detection demo on held-out images and save pictures, plus a training plot.
+3. train it with the fastest engine installed: the PyTorch engine (``--engine torch``, SSD
+   Caffe's semantics, snapshots as .caffemodel), or the project's Caffe (``--engine caffe``);
+4. score the final snapshot the official way with Caffe (DetectionEvaluate, 11-point mAP)
+   and per class with the toolkit;
+5. run the detection demo with OpenCV DNN on held-out images: one picture each (detections
+   over faint ground truth) and a contact sheet of all of them;
+6. plot the training log (loss, learning rate, test mAP).
 
 The last line printed is ``mAP <value>`` on the synthetic test set. Needs the package
 installed (``pip install -e .``; ``scripts/setup.sh`` does it in .venv).
@@ -92,9 +96,9 @@ def design_net(
 def build_parser():
     ap = make_parser("quickstart.py", __doc__.split("\n")[0])
     ap.add_argument("--out", default="runs/quickstart", help="working folder (default runs/quickstart)")
-    ap.add_argument("--iters", type=COUNT, default=1500, help="training iterations (default 1500)")
+    ap.add_argument("--iters", type=COUNT, default=4000, help="training iterations (default 4000)")
     ap.add_argument("--batch", type=COUNT, default=8, help="training batch (default 8)")
-    ap.add_argument("--train", type=COUNT, default=1000, help="synthetic training images (default 1000)")
+    ap.add_argument("--train", type=COUNT, default=3000, help="synthetic training images (default 3000)")
     ap.add_argument("--test", type=COUNT, default=100, help="synthetic test images")
     ap.add_argument(
         "--size", type=bounded(int, 64, 2048), default=128, help="network input size (default 128)"

@@ -274,7 +274,8 @@ def demo(
             captions.append(f"{path.stem}: {len(found)} found, {len(truth)} true")
             print(f"{path.name}: " + (", ".join(f"{d.name} {d.score:.2f}" for d in found) or "nothing"))
         if drawn:
-            sheet = folder.write_bytes(_png(contact_sheet(drawn, captions)), "contact_sheet.png")
+            title = f"detections (solid, score >= {threshold:g}) over the ground truth (dashed)"
+            sheet = folder.write_bytes(_png(contact_sheet(drawn, captions, title=title)), "contact_sheet.png")
     return written, sheet
 
 
