@@ -8,6 +8,10 @@ reason to report green. "Needs" means: marked ``caffe`` or ``torch`` (a test tha
 ``caffe``, ``caffe_bin`` or ``caffe_install`` fixture is marked ``caffe`` automatically), or skipped by
 ``pytest.importorskip`` of caffe or torch.
 
+Tests marked ``cuda`` need a CUDA device: where there is none they are deselected (not run,
+and not counted as skipped or passed), and the summary says how many; on a GPU machine
+``pytest -m cuda`` runs them.
+
 Tests do not test for CI themselves; they skip (``pytest.skip``, a fixture below,
 ``pytest.importorskip``) and this file decides.
 """
@@ -30,10 +34,34 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+_NO_CUDA: list[str] = []
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if any(f in getattr(item, "fixturenames", ()) for f in CAFFE_FIXTURES):
             item.add_marker(pytest.mark.caffe)
+    cuda = [item for item in items if item.get_closest_marker("cuda") is not None]
+    if cuda and not _cuda_available():
+        config.hook.pytest_deselected(items=cuda)
+        items[:] = [item for item in items if item.get_closest_marker("cuda") is None]
+        _NO_CUDA[:] = [item.nodeid for item in cuda]
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _NO_CUDA:
+        terminalreporter.write_line(
+            f"{len(_NO_CUDA)} tests marked cuda deselected: no CUDA device here (on a GPU machine: "
+            "pytest -m cuda)"
+        )
 
 
 def _required(item: pytest.Item, reason: str) -> str | None:

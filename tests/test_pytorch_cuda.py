@@ -1,6 +1,6 @@
 """The PyTorch engine on a CUDA device: the same numbers as on the CPU (TF32 off), and
-bfloat16 autocast that keeps BatchNorm in float32. Runs where a GPU is present (skips
-without CUDA; CI has none, the project's device checks run it)."""
+bfloat16 autocast that keeps BatchNorm in float32. Marked ``cuda``: deselected where no GPU is
+present (tests/conftest.py; CI has none), run on a GPU machine with ``pytest -m cuda``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from _torch_support import force_caffe_decisions, max_rel, raw_deploy, record_de
 
 torch = pytest.importorskip("torch")
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+pytestmark = pytest.mark.cuda
 
 from _engines_fixtures import weights_net  # noqa: E402
 
