@@ -246,7 +246,7 @@ def infer_layer(layer, bottoms: list[Shape], ctx: str) -> tuple[list[Shape], lis
             oh -= 1
         if pw and (ow - 1) * sw >= w + pw:
             ow -= 1
-        if oh <= 0 or ow <= 0 or kh > h + 2 * ph:
+        if oh <= 0 or ow <= 0:
             raise ModelLibsError(
                 f"{ctx}: input {h}x{w} is too small for this pooling "
                 f"(kernel {kh}x{kw}); the input size is impossible"

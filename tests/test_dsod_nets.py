@@ -314,3 +314,23 @@ def test_each_variant_row_is_consistent_with_its_body(model):
 def test_models_are_refused_for_datasets_they_were_not_released_for():
     with pytest.raises(ModelLibsError, match="GRP_DSOD320 is released for VOC0712 only"):
         recipe("GRP_DSOD320", "coco")
+
+
+def _pool_net(side: int, kernel: int, stride: int) -> str:
+    return (
+        'layer { name: "data" type: "Input" top: "data" '
+        f"input_param {{ shape {{ dim: 1 dim: 2 dim: {side} dim: {side} }} }} }}\n"
+        'layer { name: "pool" type: "Pooling" bottom: "data" top: "pool" '
+        f"pooling_param {{ pool: MAX kernel_size: {kernel} stride: {stride} }} }}\n"
+    )
+
+
+def test_pooling_with_a_kernel_wider_than_its_input_follows_caffe():
+    """Caffe sizes pooling as ceil((h + 2p - k) / s) + 1 and clips windows to the input, so a 2x2
+    kernel over 1x1 gives 1x1 (DSOD300_smallest's Pooling7 at 64x64, which Caffe trains);
+    only a size below 1 is impossible."""
+    net = text_format.Parse(_pool_net(1, 2, 2), caffe_pb2.NetParameter())
+    assert summarize(net).blob_shapes["pool"] == [1, 2, 1, 1]
+    assert summarize(deploy_net(recipe("DSOD300_smallest", size=64))).blob_shapes["Pooling7"][2:] == [1, 1]
+    with pytest.raises(ModelLibsError, match="too small for this pooling"):
+        summarize(text_format.Parse(_pool_net(1, 3, 2), caffe_pb2.NetParameter()))

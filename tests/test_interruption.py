@@ -178,25 +178,27 @@ def tiny_job(tmp_path_factory, caffe_bin):
     return r, base
 
 
-def _train(caffe_bin, solver, snapshot, log: Path, kill_after_snapshot: int | None, delay: float):
-    """Run Caffe; kill it ``delay`` s after its ``kill_after_snapshot``-th snapshot line (or at
-    ``delay`` s when None). Returns True when it ran to its end."""
+def _train(caffe_bin, solver, snapshot, log: Path, after: tuple[str, int] | None, delay: float) -> bool:
+    """Run Caffe; with ``after=(what, n)`` kill it ``delay`` s after its ``n``-th line of
+    ``what`` ("snapshot": "Snapshotting to binary proto file"; "iteration": a logged loss).
+    Counting lines, not seconds, makes a kill land as far into the run on a fast machine as on
+    a slow one. Returns True when it ran to its end."""
+    marker = {
+        "snapshot": re.compile("Snapshotting to binary proto file"),
+        "iteration": re.compile(r"Iteration \d+.*, loss = "),
+    }
     cmd = [caffe_bin, "train", f"--solver={solver}"] + ([f"--snapshot={snapshot}"] if snapshot else [])
-    started = time.monotonic()
     with open(log, "w") as f:
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         seen = 0
         for line in p.stdout:
             f.write(line)
-            if "Snapshotting to binary proto file" in line:
+            if after is not None and marker[after[0]].search(line):
                 seen += 1
-                if kill_after_snapshot is not None and seen >= kill_after_snapshot:
+                if seen >= after[1]:
                     time.sleep(delay)
                     p.send_signal(signal.SIGKILL)
                     break
-            if kill_after_snapshot is None and time.monotonic() - started > delay:
-                p.send_signal(signal.SIGKILL)
-                break
         p.wait()
     return p.returncode == 0
 
@@ -222,10 +224,10 @@ def test_kill_training_then_resume_from_the_newest_complete_snapshot(tiny_job, c
         if stats["kills"] == KILLS:
             break
         # half the kills land just after a "Snapshotting" line (0-4 ms: while Caffe writes
-        # the caffemodel or the solverstate), half at a random moment
+        # the caffemodel or the solverstate), half at a random moment of a random iteration
         at_snapshot = k % 2 == 0
-        delay = rng.uniform(0, 0.004) if at_snapshot else rng.uniform(0.3, 1.5)
-        after = rng.randint(1, 3) if at_snapshot else None
+        delay = rng.uniform(0, 0.004) if at_snapshot else rng.uniform(0, 0.05)
+        after = ("snapshot", rng.randint(1, 3)) if at_snapshot else ("iteration", rng.randint(1, 6))
         if _train(caffe_bin, job.files["solver"], snapshot, tmp_path / f"run{k}.log", after, delay):
             break  # it reached the end before the kill
         stats["kills"] += 1

@@ -245,8 +245,13 @@ def test_scoring_scripts_through_the_command_line(jobs, voc_root, model):
     per_class, caffe_map = _per_class_and_caffe_map(res.stdout)
     assert len(per_class) == 20 and any(ap is not None for ap in per_class.values())
     # Caffe's solver averages the 11-point AP over all 20 classes (0 where the test set has
-    # none); the toolkit's per-class APs, from DetectionOutput's files, give the same number.
-    assert caffe_map == pytest.approx(sum(ap or 0 for ap in per_class.values()) / 20, abs=2e-4), res.stdout
+    # none), not over the classes present. The toolkit's per-class APs come from
+    # DetectionOutput's files, whose boxes are rounded to whole pixels, while Caffe matches the
+    # unrounded boxes: with an untrained net's boxes a match near IoU 0.5 can flip (CI once saw
+    # bus 0.0185 here against Caffe's 0.0001 in all), so the two agree only in the averaging.
+    present = [ap for ap in per_class.values() if ap is not None]
+    over_all, over_present = sum(present) / 20, sum(present) / len(present)
+    assert abs(caffe_map - over_all) <= abs(caffe_map - over_present), res.stdout
     results = sorted((out / "score" / "results").glob("comp4_det_test_*.txt"))
     assert len(results) == 20
     # an explicit snapshot, and a missing one

@@ -260,18 +260,26 @@ def shared_env(path: PathLike) -> lmdb.Environment:
     p = Path(path)
     key = str(p.resolve())
     held = _SHARED.get(key)
-    if held is not None:
-        try:
-            same = held[0] == _identity(p)
-        except OSError:
-            same = False
-        if same:
-            return held[1]
-        held[1].close()
-        del _SHARED[key]
+    if held is not None and _current(key, held[0]):
+        return held[1]
+    # py-lmdb refuses a second environment over files an open one holds, and keys them by
+    # inode (data and lock file): an environment kept for a database since replaced can hold
+    # the inode the new files now reuse, or the very files moved to another path. Close every
+    # stale one before opening.
+    for k, (ident, env) in list(_SHARED.items()):
+        if k == key or not _current(k, ident):
+            env.close()
+            del _SHARED[k]
     env = open_lmdb(p)
     _SHARED[key] = (_identity(p), env)
     return env
+
+
+def _current(key: str, ident: tuple[int, int]) -> bool:
+    try:
+        return _identity(Path(key)) == ident
+    except OSError:
+        return False
 
 
 def _close_shared() -> None:
