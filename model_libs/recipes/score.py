@@ -102,12 +102,13 @@ def _score(
     folder.write_text(to_prototxt(solver) + "\n", files["solver"].name)
     files["log"].unlink(missing_ok=True)
     cmd = caffe_command(caffe_bin, files["solver"], gpus or [], weights=weights)
-    if quiet:  # the caller shows its own progress: Caffe's log only goes to the file
-        with open(os.devnull, "w") as devnull:
-            log = run_caffe(cmd, files["log"], max_iter=0, progress=Progress(0, stream=devnull))
-    else:
+    if not quiet:
         print("scoring: " + " ".join(cmd), file=sys.stderr)
-        log = run_caffe(cmd, files["log"], max_iter=0, echo=echo)
+    # a test pass has no iterations to count: no training progress line; with ``echo`` (and
+    # not ``quiet``) Caffe's own lines are shown
+    with open(os.devnull, "w") as devnull:
+        shown = sys.stderr if echo and not quiet else devnull
+        log = run_caffe(cmd, files["log"], max_iter=0, progress=Progress(0, stream=shown, echo=echo))
     if not log.maps:
         raise ModelLibsError(f"Caffe reported no detection_eval; see {files['log']}")
     result = ScoreResult(
