@@ -148,9 +148,8 @@ def _conv_geometry(layer: CaffeLayer, cp: caffe_pb2.ConvolutionParameter) -> tup
     return k, p, s, d
 
 
-@register("Convolution")
-class Convolution(CaffeLayer):
-    """``F.conv2d`` with Caffe's weight layout (O, C/g, kh, kw) and optional bias."""
+class _ConvolutionGeometry(CaffeLayer):
+    """One bottom, one top, ``convolution_param``'s padding/stride/dilation/group, its blobs."""
 
     def __init__(self, layer, bottom_shapes, phase):
         super().__init__(layer, bottom_shapes, phase)
@@ -160,6 +159,11 @@ class Convolution(CaffeLayer):
         _, self.padding, self.stride, self.dilation = _conv_geometry(self, cp)
         self.groups = cp.group
         self.add_blobs()
+
+
+@register("Convolution")
+class Convolution(_ConvolutionGeometry):
+    """``F.conv2d`` with Caffe's weight layout (O, C/g, kh, kw) and optional bias."""
 
     def forward(self, x: Tensor) -> tuple[Tensor]:
         bias = self.blob1 if self.n_blobs > 1 else None
@@ -167,17 +171,8 @@ class Convolution(CaffeLayer):
 
 
 @register("Deconvolution")
-class Deconvolution(CaffeLayer):
+class Deconvolution(_ConvolutionGeometry):
     """``F.conv_transpose2d``; Caffe's weight layout (C, O/g, kh, kw) is PyTorch's."""
-
-    def __init__(self, layer, bottom_shapes, phase):
-        super().__init__(layer, bottom_shapes, phase)
-        _need_bottoms(self, 1)
-        _need_tops(self, len(layer.top), 1)
-        cp = layer.convolution_param
-        _, self.padding, self.stride, self.dilation = _conv_geometry(self, cp)
-        self.groups = cp.group
-        self.add_blobs()
 
     def forward(self, x: Tensor) -> tuple[Tensor]:
         bias = self.blob1 if self.n_blobs > 1 else None
