@@ -75,11 +75,14 @@ def untrained(quick_data, caffe_bin, tmp_path_factory):
     return score(r, weights, tmp / "score", caffe_bin)
 
 
-# Measured at this schedule (300 iterations of batch 8, 200 training and 50 test images, the
-# default seed) on a 2-core Xeon: the untrained net scores 0.0002 (Caffe's 11-point mAP) and
-# 0.0002 (toolkit); trained, Caffe's mAP is 0.058 with PyTorch as the engine and 0.072 with
-# Caffe. The margin asked of a trained net is half the smaller measured gain.
-MARGIN = 0.029
+# Measured at this schedule (300 iterations of batch 8, 200 training and 50 test images) on a
+# 2-core Xeon: the untrained net scores 0.0002 (Caffe's 11-point mAP; toolkit 0.0002). Trained,
+# Caffe's mAP with the default seed is 0.058 with PyTorch as the engine and 0.072 with Caffe;
+# over seeds 1-3 it is 0.078, 0.064, 0.034 (PyTorch) and 0.074, 0.070, 0.048 (Caffe), and 0.067
+# with PyTorch on one thread. A short run's mAP depends on its trajectory, which another CPU
+# changes as a seed does, so the margin asked of a trained net is half the smallest gain
+# measured in those nine runs.
+MARGIN = 0.017
 
 
 def _maps(stdout: str) -> dict[str, float]:
