@@ -32,6 +32,7 @@ from google.protobuf.message import DecodeError
 
 from ..engines.caffemodel import blob_array, make_blob
 from ..errors import ModelLibsError
+from ..inputs import read_bytes
 from ..proto import caffe_pb2
 
 LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
@@ -262,10 +263,7 @@ class CaffeSGD:
 def read_solverstate(path: str | Path) -> caffe_pb2.SolverState:
     """Parse a binary ``.solverstate``; a missing or corrupt file is a :class:`ModelLibsError`."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise ModelLibsError(f"{p}: cannot read ({exc.strerror})") from None
+    data = read_bytes(p, "solverstate")
     state = caffe_pb2.SolverState()
     try:
         state.ParseFromString(data)

@@ -19,6 +19,7 @@ from google.protobuf import text_format
 
 from ..engines.caffemodel import check, load_weights
 from ..errors import ModelLibsError
+from ..inputs import read_text
 from ..proto import caffe_pb2
 from ..summary import load_net
 from .snapshots import newest_complete_snapshot
@@ -56,10 +57,7 @@ class SolverJob:
 def read_solver_file(path: str | os.PathLike) -> caffe_pb2.SolverParameter:
     """Parse a solver prototxt; unreadable or malformed files are a :class:`ModelLibsError`."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ModelLibsError(f"{p}: cannot read solver ({exc.strerror})") from None
+    text = read_text(p, "solver")
     param = caffe_pb2.SolverParameter()
     try:
         text_format.Parse(text, param)
