@@ -64,11 +64,13 @@ def test_installed_package_generates_every_official_job(tmp_path):
     site = next((venv / "lib").glob("python3.*/site-packages"))
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     python = venv / "bin" / "python"
-    _run([*pip, "--python", str(python), "install", "--no-deps", "--no-index", str(wheel)])
+    # without the caller's PYTHONPATH: pip would take a checkout on it (with its egg-info) for
+    # an installed model_libs and skip the wheel
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CAFFE_ROOT")}
+    _run([*pip, "--python", str(python), "install", "--no-deps", "--no-index", str(wheel)], env=env)
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CAFFE_ROOT")}
     res = _run([str(python), "-c", GENERATE], cwd=elsewhere, env=env)
     report = json.loads(res.stdout.strip().splitlines()[-1])
     assert Path(report["package"]).is_relative_to(site)
