@@ -106,9 +106,9 @@ def _score(
         print("scoring: " + " ".join(cmd), file=sys.stderr)
     # a test pass has no iterations to count: no training progress line; with ``echo`` (and
     # not ``quiet``) Caffe's own lines are shown
+    raw = sys.stderr.write if echo and not quiet else None
     with open(os.devnull, "w") as devnull:
-        shown = sys.stderr if echo and not quiet else devnull
-        log = run_caffe(cmd, files["log"], max_iter=0, progress=Progress(0, stream=shown, echo=echo))
+        log = run_caffe(cmd, files["log"], max_iter=0, on_line=raw, progress=Progress(0, stream=devnull))
     if not log.maps:
         raise ModelLibsError(f"Caffe reported no detection_eval; see {files['log']}")
     result = ScoreResult(
