@@ -25,6 +25,7 @@ from model_libs import P
 from model_libs.cli import COUNT, NONNEGATIVE, SEED, bounded, make_parser, run
 from model_libs.dsod import Backbone, PriorConfig, Recipe, dsod_body
 from model_libs.dsod.data_layer import MEAN_BGR
+from model_libs.recipes import quickstart as qs
 
 
 def design_net(
@@ -96,10 +97,14 @@ def design_net(
 def build_parser():
     ap = make_parser("quickstart.py", __doc__.split("\n")[0])
     ap.add_argument("--out", default="runs/quickstart", help="working folder (default runs/quickstart)")
-    ap.add_argument("--iters", type=COUNT, default=4000, help="training iterations (default 4000)")
-    ap.add_argument("--batch", type=COUNT, default=8, help="training batch (default 8)")
-    ap.add_argument("--train", type=COUNT, default=3000, help="synthetic training images (default 3000)")
-    ap.add_argument("--test", type=COUNT, default=100, help="synthetic test images")
+    ap.add_argument("--iters", type=COUNT, default=qs.ITERS, help=f"training iterations (default {qs.ITERS})")
+    ap.add_argument("--batch", type=COUNT, default=qs.BATCH, help=f"training batch (default {qs.BATCH})")
+    ap.add_argument(
+        "--train", type=COUNT, default=qs.N_TRAIN, help=f"synthetic training images (default {qs.N_TRAIN})"
+    )
+    ap.add_argument(
+        "--test", type=COUNT, default=qs.N_TEST, help=f"synthetic test images (default {qs.N_TEST})"
+    )
     ap.add_argument(
         "--size", type=bounded(int, 64, 2048), default=128, help="network input size (default 128)"
     )
@@ -107,7 +112,7 @@ def build_parser():
         "--lr", type=bounded(float, 0, lo_open=True), default=0.02, help="base learning rate (default 0.02)"
     )
     ap.add_argument("--seed", type=SEED, default=0)
-    ap.add_argument("--demo-images", type=NONNEGATIVE, default=6)
+    ap.add_argument("--demo-images", type=NONNEGATIVE, default=qs.DEMO_IMAGES)
     ap.add_argument(
         "--engine",
         choices=("auto", "torch", "caffe"),
@@ -120,10 +125,8 @@ def build_parser():
 
 
 def quickstart(args) -> int:
-    from model_libs.recipes.quickstart import run as run_quickstart
-
     design = functools.partial(design_net, size=args.size, lr=args.lr)
-    result = run_quickstart(
+    result = qs.run(
         design,
         Path(args.out),
         iters=args.iters,

@@ -35,6 +35,9 @@ from .train import Progress, clock, run_caffe
 
 ENGINES = ("auto", "torch", "caffe")
 STAGES = 6
+# The defaults, measured on 2 cores (README): 4000 iterations of batch 8 over 3000 synthetic
+# training images reach mAP 0.85 in about 5 minutes with the PyTorch engine.
+ITERS, BATCH, N_TRAIN, N_TEST, DEMO_IMAGES = 4000, 8, 3000, 100, 6
 
 
 def resolve_engine(engine: str) -> str:
@@ -113,12 +116,12 @@ class QuickstartResult:
 def run(
     design: Callable,
     out: Path,
-    iters: int = 1200,
-    batch: int = 16,
-    n_train: int = 400,
-    n_test: int = 100,
+    iters: int = ITERS,
+    batch: int = BATCH,
+    n_train: int = N_TRAIN,
+    n_test: int = N_TEST,
     seed: int = 0,
-    demo_images: int = 6,
+    demo_images: int = DEMO_IMAGES,
     verbose: bool = False,
     engine: str = "auto",
 ) -> QuickstartResult:
